@@ -1,0 +1,1 @@
+"""Capabilities: one package per family of node commands, each with a simulated backend."""

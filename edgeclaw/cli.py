@@ -1,0 +1,176 @@
+"""The `edgeclaw` command line: run, pair, status, identity (+ commands contributed by other modules)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeclaw import __version__
+from edgeclaw.config import resolve_config_path
+
+# Modules that add subcommands: each has `register(subparsers)` and sets `func` on its parsers.
+EXTRA_COMMAND_MODULES = ("edgeclaw.doctor", "edgeclaw.capabilities.gpio.cli")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edgeclaw.node.daemon import run_daemon
+
+    return run_daemon(args.config_path)
+
+
+def _cmd_pair(args: argparse.Namespace) -> int:
+    from edgeclaw.node.pairing import run_pair
+
+    return run_pair(args)
+
+
+def _state_and_runtime(config_path: str) -> tuple[Any, Path, Path, str | None]:
+    from edgeclaw.config import load_config
+    from edgeclaw.typedconfig import ConfigError
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        return None, Path("/var/lib/edgeclaw"), Path("/run/edgeclaw"), str(exc)
+    return config, config.state_dir, config.runtime_dir, None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from edgeclaw.node.status import read_live_status
+    from edgeclaw.platform.state import StateDir, StateError
+
+    config, state_dir, runtime_dir, config_error = _state_and_runtime(args.config_path)
+    live = read_live_status(runtime_dir)
+    if live is not None:
+        doc = {"source": "daemon", **live}
+    else:
+        state = StateDir(state_dir)
+        pairing = state.load_pairing()
+        doc = {"source": "state-dir", "connection": "not running", "state_dir": str(state_dir)}
+        try:
+            identity = state.load_identity()
+            doc["device_id"] = identity.device_id
+            if config is not None:
+                token = state.load_token(config.gateway.url, identity.device_id)
+                doc["device_token_stored"] = token is not None
+        except StateError as exc:
+            doc["identity_error"] = str(exc)
+        if config is not None:
+            doc["gateway_url"] = config.gateway.url
+            doc["display_name"] = config.node.display_name
+        doc["pairing"] = (
+            "approved" if pairing.device_approved and pairing.surface_approved
+            else "surface-pending" if pairing.device_approved
+            else "device-pending" if pairing.device_request_id else "unknown"
+        )
+        doc["device_request_id"] = pairing.device_request_id
+        doc["surface_request_id"] = pairing.surface_request_id
+        doc["withheld_commands"] = pairing.withheld_commands or []
+    if config_error:
+        doc["config_error"] = config_error
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_status(doc)
+    return 0 if live is not None else 3  # LSB: 3 = not running
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    since = doc.get("since")
+    rows = [
+        ("device id", doc.get("device_id")),
+        ("display name", doc.get("display_name")),
+        ("gateway", doc.get("gateway_url")),
+        ("connection", doc.get("connection")),
+        ("since", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else None),
+        ("pairing", doc.get("pairing")),
+        ("approve device", f"openclaw devices approve {doc['device_request_id']}" if doc.get("device_request_id") else None),
+        ("approve commands", f"openclaw nodes approve {doc['surface_request_id']}" if doc.get("surface_request_id") else None),
+        ("withheld by gateway", ", ".join(doc.get("withheld_commands") or []) or None),
+        ("reconnects", doc.get("reconnects")),
+        ("invokes", doc.get("invokes")),
+        ("last error", doc.get("last_error")),
+        ("reload error", doc.get("reload_error")),
+        ("config error", doc.get("config_error")),
+        ("identity error", doc.get("identity_error")),
+    ]
+    if doc.get("status_line"):
+        print(doc["status_line"])
+    for key, value in rows:
+        if value is not None:
+            print(f"  {key:<20} {value}")
+
+
+def _cmd_identity(args: argparse.Namespace) -> int:
+    from edgeclaw.platform.state import StateDir, StateError
+
+    config, state_dir, _, config_error = _state_and_runtime(args.config_path)
+    if args.state_dir:
+        state_dir = Path(args.state_dir)
+    try:
+        identity = StateDir(state_dir).load_identity()
+    except StateError as exc:
+        print(f"edgeclaw identity: {exc}", file=sys.stderr)
+        return 65
+    doc = {"deviceId": identity.device_id, "publicKey": identity.public_key_b64url}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(f"device id:  {doc['deviceId']}\npublic key: {doc['publicKey']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeclaw", description="OpenClaw node for small Linux boards")
+    parser.add_argument("--version", action="version", version=f"edgeclaw {__version__}")
+    parser.add_argument("--config", dest="config_opt", help="config file (default $EDGECLAW_CONFIG or /etc/edgeclaw/config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help_text: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, aliases=list(aliases))
+        p.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    add("run", _cmd_run, "run the node in the foreground (for systemd)", ("node-start",))
+    p = add("pair", _cmd_pair, "create the identity, write the config and pair with a gateway", ("node-register",))
+    p.add_argument("--gateway", help="gateway URL, e.g. ws://gw.lan:18789")
+    p.add_argument("--display-name")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token-file", help="file holding the gateway's shared token")
+    auth.add_argument("--setup-code", help="an oc-pair:// setup code from the gateway")
+    p.add_argument("--state-dir")
+    p.add_argument("--runtime-dir")
+    p.add_argument("--hardware", choices=["auto", "simulated"])
+    p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for both approvals")
+    p.add_argument("--reset-identity", action="store_true", help="replace the device key (needs a new approval)")
+    p = add("status", _cmd_status, "show connection and pairing state")
+    p.add_argument("--json", action="store_true")
+    p = add("identity", _cmd_identity, "show the device id and public key")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--state-dir")
+    for module_name in EXTRA_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.config_path = resolve_config_path(getattr(args, "config_sub", None) or args.config_opt)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""`edgeclaw run`: wires config, identity, capabilities, runner, systemd and signals into one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from types import ModuleType
+from typing import Any
+
+from edgeclaw.capabilities.base import Capability
+from edgeclaw.capabilities.registry import load_capability_modules
+from edgeclaw.config import EX_CONFIG, Config, load_config
+from edgeclaw.node.runner import EX_DATAERR, FatalError, NodeRunner
+from edgeclaw.platform import events
+from edgeclaw.platform.events import EventBus
+from edgeclaw.platform.logsetup import set_level, setup_logging
+from edgeclaw.platform.state import StateDir, StateError
+from edgeclaw.platform.systemd import Notifier, watchdog_interval
+from edgeclaw.typedconfig import ConfigError
+
+log = logging.getLogger("edgeclaw.daemon")
+
+LAG_SAMPLE_S = 0.5
+LAG_UNHEALTHY_S = 5.0
+DRAIN_TIMEOUT_S = 20.0
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.bus = EventBus()
+        self.state = StateDir(config.state_dir)
+        self.notifier = Notifier()
+        self.modules: dict[str, ModuleType] = load_capability_modules()
+        self.caps: dict[str, Capability] = {}
+        self.runner: NodeRunner | None = None
+        self.loop_lag = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    async def main(self) -> int:
+        try:
+            self.state.ensure()
+            identity = self.state.load_identity() if self.state.has_identity() else None
+            if identity is None:
+                identity = self.state.create_identity()
+                log.info("created a new device identity %s", identity.device_id)
+        except StateError as exc:
+            log.error("%s", exc)
+            return EX_DATAERR
+        except OSError as exc:
+            log.error("state directory %s is not usable: %s", self.state.path, exc)
+            return EX_CONFIG
+        runner = NodeRunner(self.config, identity, self.state, bus=self.bus)
+        self.runner = runner
+        self.bus.subscribe(self._on_bus)
+        await self._apply_capabilities(self.config)
+        log.info(
+            "EdgeClaw node %s (%s) declaring %d commands: %s",
+            runner.display_name, identity.device_id[:12], len(runner.declared_commands()),
+            ", ".join(runner.declared_commands()),
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(), "reload"))
+        self._spawn(self._lag_monitor(), "loop-lag")
+        interval = watchdog_interval()
+        if interval:
+            self._spawn(self._watchdog(interval), "watchdog")
+        self.notifier.ready(runner.status.line())
+        try:
+            await runner.run()
+        except FatalError as exc:
+            log.error("%s", exc)
+            self.notifier.status(f"stopped: {exc}")
+            await self._stop_capabilities()
+            return exc.exit_code
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+        return 0
+
+    # capabilities ---------------------------------------------------------------------------------
+    async def _apply_capabilities(self, config: Config) -> None:
+        assert self.runner is not None
+        for key, module in self.modules.items():
+            section = config.capabilities.get(key)
+            enabled = bool(getattr(section, "enabled", False))
+            current = self.caps.get(key)
+            if current is not None and not enabled:
+                await _safe(current.stop(), f"{key}: stop")
+                del self.caps[key]
+            elif current is not None:
+                await current.reload(section)
+            elif enabled:
+                try:
+                    cap = module.create(section, self.runner)
+                    await cap.start()
+                except Exception as exc:
+                    log.error("capability %s failed to start and is left out: %s", key, exc)
+                    continue
+                self.caps[key] = cap
+        self.runner.set_capabilities(list(self.caps.values()))
+
+    async def _stop_capabilities(self) -> None:
+        for key, cap in list(self.caps.items()):
+            await _safe(cap.stop(), f"{key}: stop")
+
+    # signals --------------------------------------------------------------------------------------
+    def _on_stop_signal(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._spawn(self.stop(), "stop")
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        log.info("stopping: draining in-flight invokes (up to %.0f s)", DRAIN_TIMEOUT_S)
+        self.notifier.stopping()
+        await self.runner.shutdown(DRAIN_TIMEOUT_S)
+        await self._stop_capabilities()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read config; a broken config keeps the old one running and says why."""
+        assert self.runner is not None
+        runner = self.runner
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            if new.gateway.url != self.config.gateway.url or new.state_dir != self.config.state_dir:
+                raise ConfigError("gateway.url and node.state_dir change only with a restart")
+            before = (runner.declared_commands(), runner.declared_caps())
+            set_level(new.core.log.level)
+            await self._apply_capabilities(new)
+        except (ConfigError, ValueError) as exc:
+            runner.status.reload_error = str(exc)
+            log.error("reload failed, keeping the running config: %s", exc)
+        else:
+            runner.status.reload_error = None
+            self.config = new
+            runner.config = new
+            after = (runner.declared_commands(), runner.declared_caps())
+            if after != before:
+                runner.request_reconnect("node manifest changed")
+            elif runner.is_connected():
+                await runner.publish_tools()
+            log.info("configuration reloaded from %s", new.path)
+        self.notifier.ready(runner.status.line())
+        runner.status_file.write(runner.status, force=True)
+
+    # health ---------------------------------------------------------------------------------------
+    def _on_bus(self, name: str, fields: dict[str, Any]) -> None:
+        if name == events.STATE and not self._stopping:
+            self.notifier.status(str(fields.get("detail", "")))
+
+    async def _lag_monitor(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_SAMPLE_S)
+            self.loop_lag = max(0.0, loop.time() - before - LAG_SAMPLE_S)
+            if self.loop_lag > 1.0:
+                self.bus.emit(events.LOOP_LAG, lag_s=self.loop_lag)
+
+    def health(self) -> str | None:
+        assert self.runner is not None
+        if self.loop_lag > LAG_UNHEALTHY_S:
+            return f"event loop lagging {self.loop_lag:.1f} s"
+        return self.runner.health(asyncio.get_running_loop().time())
+
+    async def _watchdog(self, interval: float) -> None:
+        last_reason: str | None = None
+        while True:
+            reason = self.health()
+            if reason is None:
+                self.notifier.watchdog()
+                if last_reason:
+                    log.info("healthy again; watchdog pings resumed")
+            elif reason != last_reason:
+                log.error("unhealthy, withholding watchdog pings: %s", reason)
+            last_reason = reason
+            # also refresh STATUS= so "last N s ago" stays honest
+            if self.runner is not None and not self._stopping:
+                self.notifier.status(self.runner.status.line())
+            await asyncio.sleep(interval)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _safe(coro: Any, what: str) -> None:
+    try:
+        await asyncio.wait_for(coro, 10)
+    except Exception as exc:
+        log.error("%s failed: %s", what, exc)
+
+
+def run_daemon(config_path: str | None) -> int:
+    setup_logging("info")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EX_CONFIG
+    setup_logging(config.core.log.level)
+    daemon = Daemon(config, config_path)
+    started = time.monotonic()
+    try:
+        import uvloop
+
+        runner_fn: Any = uvloop.run
+    except ImportError:
+        runner_fn = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        code = runner_fn(daemon.main())
+        log.info("exited after %.0f s with status %d", time.monotonic() - started, code)
+        return int(code)
+    return 0

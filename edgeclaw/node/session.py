@@ -1,0 +1,278 @@
+"""One WebSocket connection to the gateway: handshake, request/response correlation, tick liveness.
+
+Everything that can go wrong on the wire ends this session with a SessionEnded saying why; the runner
+decides what happens next. Malformed frames are logged and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from edgeclaw.protocol import frames
+from edgeclaw.protocol.frames import Event, GatewayError, Response
+from edgeclaw.protocol.handshake import Challenge, HelloOk
+
+log = logging.getLogger("edgeclaw.session")
+
+PRE_AUTH_MAX_FRAME = 64 * 1024
+TICK_TIMEOUT_CODE = 4000
+
+
+class SessionEnded(Exception):
+    """The connection is over; `kind` tells the runner how it ended."""
+
+    def __init__(self, kind: str, message: str, *, code: int | None = None, error: GatewayError | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind  # unreachable | tls-pin | handshake | rejected | closed | tick-timeout | shutdown | local
+        self.message = message
+        self.code = code
+        self.error = error
+
+
+class RequestFailed(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
+
+
+@dataclass
+class TlsOptions:
+    fingerprint: str | None = None  # normalised lowercase hex
+
+
+def _ssl_context(url: str, tls: TlsOptions) -> ssl.SSLContext | None:
+    if not url.startswith("wss://"):
+        return None
+    ctx = ssl.create_default_context()
+    if tls.fingerprint:
+        # A pinned leaf replaces CA validation (a self-signed gateway cert is the usual case).
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Session:
+    def __init__(self, url: str, *, tls: TlsOptions | None = None, connect_timeout: float = 15.0) -> None:
+        self.url = url
+        self.tls = tls or TlsOptions()
+        self.connect_timeout = connect_timeout
+        self.ws: ClientConnection | None = None
+        self.hello: HelloOk | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[Response]] = {}
+        self.last_inbound = 0.0
+        self.shutdown_payload: dict[str, Any] | None = None
+        self.closed_reason: SessionEnded | None = None
+
+    # connection -----------------------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            self.ws = await connect(
+                self.url,
+                ssl=_ssl_context(self.url, self.tls),
+                open_timeout=self.connect_timeout,
+                max_size=PRE_AUTH_MAX_FRAME * 4,
+                compression=None,
+                ping_interval=None,  # the gateway pings us; tick liveness covers the other direction
+                close_timeout=2,
+                user_agent_header=None,
+            )
+        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise SessionEnded("unreachable", f"cannot connect to {self.url}: {_describe(exc)}") from None
+        self.last_inbound = asyncio.get_running_loop().time()
+        if self.tls.fingerprint:
+            self._check_pin()
+
+    def _check_pin(self) -> None:
+        assert self.ws is not None
+        ssl_object = self.ws.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        got = hashlib.sha256(der).hexdigest() if der else "none"
+        if got != self.tls.fingerprint:
+            self.ws.transport.abort()
+            raise SessionEnded(
+                "tls-pin",
+                f"TLS certificate pin mismatch for {self.url}: expected sha256 {self.tls.fingerprint}, got {got}",
+            )
+
+    async def _recv_frame(self, timeout: float) -> frames.Frame | None:
+        """Next valid frame, or None when a bad one was skipped."""
+        assert self.ws is not None
+        try:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        except asyncio.TimeoutError:
+            raise
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        self.last_inbound = asyncio.get_running_loop().time()
+        try:
+            return frames.decode(raw)
+        except frames.FrameError as exc:
+            log.warning("ignoring a bad frame from the gateway: %s", exc)
+            return None
+
+    def _closed(self, exc: ConnectionClosed) -> SessionEnded:
+        rcvd = exc.rcvd
+        code = rcvd.code if rcvd is not None else 1006
+        reason = rcvd.reason if rcvd is not None else "connection lost"
+        kind = "shutdown" if self.shutdown_payload is not None else "closed"
+        return SessionEnded(kind, f"gateway closed the connection ({code} {reason})".strip(), code=code)
+
+    # handshake ------------------------------------------------------------------------------------
+    async def handshake(self, build_params: Callable[[Challenge], dict[str, Any]]) -> HelloOk:
+        """Wait for the challenge, send connect; returns hello-ok or raises SessionEnded('rejected'|...)."""
+        assert self.ws is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        challenge: Challenge | None = None
+        while challenge is None:
+            frame = await self._recv_until(deadline, "connect.challenge")
+            if isinstance(frame, Event) and frame.event == "connect.challenge":
+                try:
+                    challenge = Challenge.from_payload(frame.payload)
+                except ValueError as exc:
+                    log.warning("bad connect.challenge: %s", exc)
+        rid = self.next_id()
+        await self.send_json(frames.encode_request(rid, "connect", build_params(challenge)))
+        while True:
+            frame = await self._recv_until(deadline, "the connect response")
+            if isinstance(frame, Response) and frame.id == rid:
+                break
+        if not frame.ok:
+            error = frame.error or GatewayError("UNKNOWN", "connect refused")
+            await self.close(1000, "connect refused")
+            raise SessionEnded("rejected", f"{error.code}: {error.message}", error=error)
+        try:
+            self.hello = HelloOk.from_payload(frame.payload)
+        except ValueError as exc:
+            await self.close(1002, "bad hello")
+            raise SessionEnded("handshake", f"unexpected connect response: {exc}") from None
+        self.ws.max_size = self.hello.max_payload + PRE_AUTH_MAX_FRAME
+        if self.ws.protocol is not None:
+            self.ws.protocol.max_size = self.ws.max_size
+        return self.hello
+
+    async def _recv_until(self, deadline: float, what: str) -> frames.Frame | None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            await self.close(1002, "handshake timeout")
+            raise SessionEnded("handshake", f"gateway did not send {what} in time")
+        try:
+            return await self._recv_frame(remaining)
+        except asyncio.TimeoutError:
+            await self.close(1002, "handshake timeout")
+            raise SessionEnded("handshake", f"gateway did not send {what} in time") from None
+
+    # serving --------------------------------------------------------------------------------------
+    async def serve(self, on_event: Callable[[Event], None]) -> None:
+        """Read frames until the connection ends; raises SessionEnded. Checks tick liveness."""
+        assert self.ws is not None and self.hello is not None
+        tick_timeout = 2 * self.hello.tick_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                idle = loop.time() - self.last_inbound
+                if idle > tick_timeout:
+                    await self.close(TICK_TIMEOUT_CODE, "tick timeout")
+                    raise SessionEnded("tick-timeout", f"no frame from the gateway for {idle:.0f} s (2 × tick)")
+                try:
+                    frame = await self._recv_frame(max(0.05, tick_timeout - idle))
+                except asyncio.TimeoutError:
+                    continue
+                if frame is None:
+                    continue
+                if isinstance(frame, Response):
+                    future = self._pending.pop(frame.id, None)
+                    if future is not None and not future.done():
+                        future.set_result(frame)
+                    continue
+                if isinstance(frame, Event):
+                    if frame.event == "shutdown":
+                        self.shutdown_payload = frame.payload if isinstance(frame.payload, dict) else {}
+                        log.info("gateway is shutting down: %s", self.shutdown_payload)
+                    try:
+                        on_event(frame)
+                    except Exception:
+                        log.exception("event handler failed for %s", frame.event)
+                    continue
+                log.debug("ignoring a request frame from the gateway: %s", frame)
+        except SessionEnded as ended:
+            self.closed_reason = ended
+            raise
+        except Exception as exc:  # websockets internals can raise odd things on abnormal closes (e.g. 1009)
+            ended = SessionEnded("closed", f"connection failed: {_describe(exc)}")
+            self.closed_reason = ended
+            raise ended from None
+        finally:
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection closed"))
+        self._pending.clear()
+
+    # requests -------------------------------------------------------------------------------------
+    def next_id(self) -> str:
+        return f"{next(self._ids)}:{uuid.uuid4()}"
+
+    async def send_json(self, text: str) -> None:
+        if self.ws is None:
+            raise ConnectionError("not connected")
+        try:
+            await self.ws.send(text)
+        except ConnectionClosed as exc:
+            raise ConnectionError(f"connection closed: {exc}") from None
+
+    async def request(self, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:
+        """Send a request and wait for its response payload; raises RequestFailed on `ok:false`."""
+        rid = self.next_id()
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            await self.send_json(frames.encode_request(rid, method, params))
+            response = await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(rid, None)
+        if not response.ok:
+            raise RequestFailed(response.error or GatewayError("UNKNOWN", "request failed"))
+        return response.payload
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.ws is None:
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), 3)
+        except Exception:
+            self.ws.transport.abort()
+
+    def abort(self) -> None:
+        if self.ws is not None:
+            self.ws.transport.abort()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+__all__ = ["RequestFailed", "Session", "SessionEnded", "TlsOptions", "json", "websockets"]

@@ -1,0 +1,1 @@
+"""How the node lives on a board: state files, logging, telemetry bus, systemd."""
