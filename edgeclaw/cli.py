@@ -64,9 +64,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
             doc["gateway_url"] = config.gateway.url
             doc["display_name"] = config.node.display_name
         doc["pairing"] = (
-            "approved" if pairing.device_approved and pairing.surface_approved
-            else "surface-pending" if pairing.device_approved
-            else "device-pending" if pairing.device_request_id else "unknown"
+            "approved"
+            if pairing.device_approved and pairing.surface_approved
+            else "surface-pending"
+            if pairing.device_approved
+            else "device-pending"
+            if pairing.device_request_id
+            else "unknown"
         )
         doc["device_request_id"] = pairing.device_request_id
         doc["surface_request_id"] = pairing.surface_request_id
@@ -89,8 +93,14 @@ def _print_status(doc: dict[str, Any]) -> None:
         ("connection", doc.get("connection")),
         ("since", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else None),
         ("pairing", doc.get("pairing")),
-        ("approve device", f"openclaw devices approve {doc['device_request_id']}" if doc.get("device_request_id") else None),
-        ("approve commands", f"openclaw nodes approve {doc['surface_request_id']}" if doc.get("surface_request_id") else None),
+        (
+            "approve device",
+            f"openclaw devices approve {doc['device_request_id']}" if doc.get("device_request_id") else None,
+        ),
+        (
+            "approve commands",
+            f"openclaw nodes approve {doc['surface_request_id']}" if doc.get("surface_request_id") else None,
+        ),
         ("withheld by gateway", ", ".join(doc.get("withheld_commands") or []) or None),
         ("reconnects", doc.get("reconnects")),
         ("invokes", doc.get("invokes")),
@@ -109,7 +119,7 @@ def _print_status(doc: dict[str, Any]) -> None:
 def _cmd_identity(args: argparse.Namespace) -> int:
     from edgeclaw.platform.state import StateDir, StateError
 
-    config, state_dir, _, config_error = _state_and_runtime(args.config_path)
+    _config, state_dir, _, _config_error = _state_and_runtime(args.config_path)
     if args.state_dir:
         state_dir = Path(args.state_dir)
     try:
@@ -128,7 +138,11 @@ def _cmd_identity(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeclaw", description="OpenClaw node for small Linux boards")
     parser.add_argument("--version", action="version", version=f"edgeclaw {__version__}")
-    parser.add_argument("--config", dest="config_opt", help="config file (default $EDGECLAW_CONFIG or /etc/edgeclaw/config.yaml)")
+    parser.add_argument(
+        "--config",
+        dest="config_opt",
+        help="config file (default $EDGECLAW_CONFIG or /etc/edgeclaw/config.yaml)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Any, help_text: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
@@ -138,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("run", _cmd_run, "run the node in the foreground (for systemd)", ("node-start",))
-    p = add("pair", _cmd_pair, "create the identity, write the config and pair with a gateway", ("node-register",))
+    p = add(
+        "pair", _cmd_pair, "create the identity, write the config and pair with a gateway", ("node-register",)
+    )
     p.add_argument("--gateway", help="gateway URL, e.g. ws://gw.lan:18789")
     p.add_argument("--display-name")
     auth = p.add_mutually_exclusive_group()
@@ -148,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-dir")
     p.add_argument("--hardware", choices=["auto", "simulated"])
     p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for both approvals")
-    p.add_argument("--reset-identity", action="store_true", help="replace the device key (needs a new approval)")
+    p.add_argument(
+        "--reset-identity", action="store_true", help="replace the device key (needs a new approval)"
+    )
     p = add("status", _cmd_status, "show connection and pairing state")
     p.add_argument("--json", action="store_true")
     p = add("identity", _cmd_identity, "show the device id and public key")

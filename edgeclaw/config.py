@@ -40,7 +40,11 @@ class GatewayConfig:
             )
         if self.tls_fingerprint is not None:
             normalise_fingerprint(self.tls_fingerprint)
-        if self.pairing_retry_s < 1 or self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
+        if (
+            self.pairing_retry_s < 1
+            or self.backoff_initial_s <= 0
+            or self.backoff_max_s < self.backoff_initial_s
+        ):
             raise ConfigError("retry intervals must be positive and max >= initial", key="gateway")
 
 
@@ -149,7 +153,9 @@ def load_config(path: str | None = None, *, env: dict[str, str] | None = None) -
     try:
         text = Path(file).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("config file not found (create it with `edgeclaw pair` or --config)", file=file) from None
+        raise ConfigError(
+            "config file not found (create it with `edgeclaw pair` or --config)", file=file
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror}", file=file) from None
     return parse_config(text, file=file, env=env)
@@ -173,7 +179,9 @@ def parse_config(text: str, *, file: str = "config.yaml", env: dict[str, str] | 
             cap_data[key] = value
         else:
             known = ", ".join(sorted(core_keys | set(modules)))
-            raise ConfigError(f"unknown section (known: {known})", key=str(key), file=file, line=lines(str(key)))
+            raise ConfigError(
+                f"unknown section (known: {known})", key=str(key), file=file, line=lines(str(key))
+            )
     if "EDGECLAW_GATEWAY_URL" in env:
         core_data.setdefault("gateway", {})
         if core_data["gateway"] is None:

@@ -133,7 +133,9 @@ class Capability:
         self.config = new_config
 
 
-def parse_params(ctx: InvokeContext, schema: dict[str, tuple[type | tuple[type, ...], bool]]) -> dict[str, Any]:
+def parse_params(
+    ctx: InvokeContext, schema: dict[str, tuple[type | tuple[type, ...], bool]]
+) -> dict[str, Any]:
     """Minimal param checking shared by handlers: {name: (types, required)} → INVALID_REQUEST on mismatch."""
     out: dict[str, Any] = {}
     for name, (types, required) in schema.items():
@@ -145,6 +147,8 @@ def parse_params(ctx: InvokeContext, schema: dict[str, tuple[type | tuple[type, 
         if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
             raise InvokeError("INVALID_REQUEST", f"parameter {name!r} has the wrong type (bool)")
         if not isinstance(value, types):
-            raise InvokeError("INVALID_REQUEST", f"parameter {name!r} has the wrong type ({type(value).__name__})")
+            raise InvokeError(
+                "INVALID_REQUEST", f"parameter {name!r} has the wrong type ({type(value).__name__})"
+            )
         out[name] = value
     return out

@@ -61,7 +61,9 @@ class Daemon:
         await self._apply_capabilities(self.config)
         log.info(
             "EdgeClaw node %s (%s) declaring %d commands: %s",
-            runner.display_name, identity.device_id[:12], len(runner.declared_commands()),
+            runner.display_name,
+            identity.device_id[:12],
+            len(runner.declared_commands()),
             ", ".join(runner.declared_commands()),
         )
         loop = asyncio.get_running_loop()

@@ -110,7 +110,9 @@ class Dispatcher:
         while len(self._seen) > 4096:
             self._seen.popitem(last=False)
         command = payload.get("command")
-        task = asyncio.get_running_loop().create_task(self._run(invoke_id, command, payload), name=f"invoke:{invoke_id}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(invoke_id, command, payload), name=f"invoke:{invoke_id}"
+        )
         timeout_ms = payload.get("timeoutMs")
         budget = timeout_ms if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else DEFAULT_TIMEOUT_MS
         task.edgeclaw_deadline = asyncio.get_running_loop().time() + budget / 1000  # type: ignore[attr-defined]
@@ -157,8 +159,12 @@ class Dispatcher:
             task = asyncio.current_task()
             if task is not None and getattr(task, "edgeclaw_cancelled_by_gateway", False):
                 self.bus.emit(
-                    events.INVOKE_STOP, command=name, invoke_id=invoke_id,
-                    duration_s=loop.time() - started, outcome="cancelled", code=None,
+                    events.INVOKE_STOP,
+                    command=name,
+                    invoke_id=invoke_id,
+                    duration_s=loop.time() - started,
+                    outcome="cancelled",
+                    code=None,
                 )
                 return  # the gateway already gave up: it wants nothing back
             outcome, code = "error", "CANCELLED"
@@ -170,10 +176,17 @@ class Dispatcher:
             log.exception("handler for %s failed", name)
             self.bus.emit(events.INVOKE_EXCEPTION, command=name, invoke_id=invoke_id, error=repr(exc))
             outcome, code = "error", "INTERNAL_ERROR"
-            result = {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}}
+            result = {
+                "ok": False,
+                "error": {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"},
+            }
         self.bus.emit(
-            events.INVOKE_STOP, command=name, invoke_id=invoke_id,
-            duration_s=loop.time() - started, outcome=outcome, code=code,
+            events.INVOKE_STOP,
+            command=name,
+            invoke_id=invoke_id,
+            duration_s=loop.time() - started,
+            outcome=outcome,
+            code=code,
         )
         params = {"id": invoke_id, "nodeId": self.node_id, **result}
         try:
@@ -203,7 +216,9 @@ class Dispatcher:
         params = _parse_params(payload.get("paramsJSON"), payload.get("params"))
         timeout_ms = payload.get("timeoutMs")
         loop = asyncio.get_running_loop()
-        budget_ms = int(timeout_ms) if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else DEFAULT_TIMEOUT_MS
+        budget_ms = (
+            int(timeout_ms) if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else DEFAULT_TIMEOUT_MS
+        )
         session_key = payload.get("sessionKey")
         ctx = InvokeContext(
             invoke_id=invoke_id,
@@ -212,7 +227,9 @@ class Dispatcher:
             deadline=loop.time() + budget_ms / 1000,
             timeout_ms=budget_ms,
             session_key=session_key if isinstance(session_key, str) else None,
-            idempotency_key=payload.get("idempotencyKey") if isinstance(payload.get("idempotencyKey"), str) else None,
+            idempotency_key=payload.get("idempotencyKey")
+            if isinstance(payload.get("idempotencyKey"), str)
+            else None,
             max_payload_bytes=self._max_payload() - ENVELOPE_BYTES,
         )
         cap_limit = self._cap_limits[capability.manifest.name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -29,10 +30,8 @@ def host_stats(disk_path: str = "/") -> dict[str, Any]:
         "memoryTotalBytes": total,
         "memoryFreeBytes": free,
     }
-    try:
+    with contextlib.suppress(OSError):
         stats["loadAverage"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
     try:
         st = os.statvfs(disk_path)
         stats["diskTotalBytes"] = st.f_blocks * st.f_frsize

@@ -66,7 +66,9 @@ def write_pair_config(
 
 
 async def _pair(config: Config, config_path: str, wait: float, out: Any) -> int:
-    config.core.gateway = dataclasses.replace(config.gateway, pairing_retry_s=min(config.gateway.pairing_retry_s, 3.0))
+    config.core.gateway = dataclasses.replace(
+        config.gateway, pairing_retry_s=min(config.gateway.pairing_retry_s, 3.0)
+    )
     daemon = Daemon(config, config_path)
     said: set[str] = set()
 
@@ -79,11 +81,19 @@ async def _pair(config: Config, config_path: str, wait: float, out: Any) -> int:
             return
         said.add(key)
         if stage == "device-pending":
-            print(f"1/2 device pairing pending (request {rid}). On the gateway run:\n"
-                  f"      openclaw devices approve {rid}", file=out, flush=True)
+            print(
+                f"1/2 device pairing pending (request {rid}). On the gateway run:\n"
+                f"      openclaw devices approve {rid}",
+                file=out,
+                flush=True,
+            )
         elif stage == "surface-pending":
-            print(f"2/2 connected; the node's commands await approval. On the gateway run:\n"
-                  f"      openclaw nodes approve {rid}", file=out, flush=True)
+            print(
+                f"2/2 connected; the node's commands await approval. On the gateway run:\n"
+                f"      openclaw nodes approve {rid}",
+                file=out,
+                flush=True,
+            )
         elif stage == "approved":
             print("paired and approved.", file=out, flush=True)
 
@@ -94,20 +104,32 @@ async def _pair(config: Config, config_path: str, wait: float, out: Any) -> int:
     runner = daemon.runner
     if runner is None:
         return int(main.result())
-    print(f"device id:  {runner.node_id}\npublic key: {runner.identity.public_key_b64url}\n"
-          f"connecting to {config.gateway.url} as {runner.display_name!r} …", file=out, flush=True)
+    print(
+        f"device id:  {runner.node_id}\npublic key: {runner.identity.public_key_b64url}\n"
+        f"connecting to {config.gateway.url} as {runner.display_name!r} …",
+        file=out,
+        flush=True,
+    )
     approved = asyncio.ensure_future(runner.approved_event.wait())
     done, _ = await asyncio.wait({main, approved}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if main in done:
         code = int(main.result())
     elif approved in done:
-        print(f"done: {runner.display_name} is paired with {config.gateway.url}; start it with "
-              "`systemctl enable --now edgeclaw` or `edgeclaw run`.", file=out, flush=True)
+        print(
+            f"done: {runner.display_name} is paired with {config.gateway.url}; start it with "
+            "`systemctl enable --now edgeclaw` or `edgeclaw run`.",
+            file=out,
+            flush=True,
+        )
     else:
-        print(f"not approved within {wait:.0f} s; state: {runner.status.line()}\n"
-              "the node keeps its identity: run `edgeclaw pair` again or start the service, "
-              "which keeps retrying.", file=out, flush=True)
+        print(
+            f"not approved within {wait:.0f} s; state: {runner.status.line()}\n"
+            "the node keeps its identity: run `edgeclaw pair` again or start the service, "
+            "which keeps retrying.",
+            file=out,
+            flush=True,
+        )
         code = 75  # EX_TEMPFAIL
     approved.cancel()
     if not main.done():

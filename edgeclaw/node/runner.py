@@ -87,7 +87,9 @@ class NodeRunner:
         self.capabilities: list[Capability] = []
         self.session: Session | None = None
         self.protocol = PROTOCOL_VERSION
-        self.status = NodeStatus(device_id=self.node_id, display_name=self.display_name, gateway_url=config.gateway.url)
+        self.status = NodeStatus(
+            device_id=self.node_id, display_name=self.display_name, gateway_url=config.gateway.url
+        )
         self.status_file = StatusFile(config.runtime_dir)
         self.dispatcher = Dispatcher(
             node_id=self.node_id,
@@ -153,7 +155,7 @@ class NodeRunner:
                     delay = min(delay * 2, 2.0)
                     continue
                 raise InvokeError(exc.error.detail_code or exc.error.code, exc.error.message) from None
-            except (ConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ConnectionError) as exc:
                 raise NotConnected(f"{method}: {exc or 'timed out'}") from None
 
     async def send_event(self, event: str, payload: dict[str, Any], *, timeout: float = 10.0) -> Any:
@@ -277,11 +279,18 @@ class NodeRunner:
         self.connected_event.set()
         log.info(
             "connected to %s (gateway %s, protocol %s) as %s [%s]",
-            gw.url, hello.server_version, self.protocol, self.display_name, self.node_id[:12],
+            gw.url,
+            hello.server_version,
+            self.protocol,
+            self.display_name,
+            self.node_id[:12],
         )
         self.bus.emit(
-            events.HELLO_OK, server_version=hello.server_version, protocol=self.protocol,
-            tick_interval_ms=hello.tick_interval_ms, elapsed_s=loop.time() - started,
+            events.HELLO_OK,
+            server_version=hello.server_version,
+            protocol=self.protocol,
+            tick_interval_ms=hello.tick_interval_ms,
+            elapsed_s=loop.time() - started,
         )
         self._publish_status(force=True)
         self._start_session_tasks()
@@ -298,7 +307,9 @@ class NodeRunner:
                 with contextlib.suppress(Exception):
                     await cap.on_disconnected()
         self.status.reconnects += 1
-        self.bus.emit(events.DISCONNECT, code=end.code, reason=end.message, connected_s=loop.time() - connected_at)
+        self.bus.emit(
+            events.DISCONNECT, code=end.code, reason=end.message, connected_s=loop.time() - connected_at
+        )
         if self._stop.is_set():
             return 0.0
         if self._reconnect_reason:
@@ -325,8 +336,11 @@ class NodeRunner:
                 try:
                     self.state.save_token(
                         StoredToken(
-                            gateway_url=self.config.gateway.url, device_id=self.node_id,
-                            role="node", scopes=[], token=device_token,
+                            gateway_url=self.config.gateway.url,
+                            device_id=self.node_id,
+                            role="node",
+                            scopes=[],
+                            token=device_token,
                         )
                     )
                     log.info("stored the device token issued by the gateway")
@@ -368,7 +382,9 @@ class NodeRunner:
                 log.warning(
                     "pairing required: approve this device on the gateway with `openclaw devices approve %s` "
                     "(device id %s); retrying every %.0f s",
-                    rid, self.node_id, self.config.gateway.pairing_retry_s,
+                    rid,
+                    self.node_id,
+                    self.config.gateway.pairing_retry_s,
                 )
             self.bus.emit(events.PAIRING, stage="device-pending", request_id=rid)
             delay = self.config.gateway.pairing_retry_s * random.uniform(0.9, 1.1)
@@ -387,7 +403,9 @@ class NodeRunner:
             self.protocol = FALLBACK_PROTOCOL_VERSION
             return self._schedule(0.1)
         if action is ConnectAction.FATAL_PROTOCOL:
-            self._fatal(EX_PROTOCOL, f"no protocol in common with the gateway: {error.message} {error.details}")
+            self._fatal(
+                EX_PROTOCOL, f"no protocol in common with the gateway: {error.message} {error.details}"
+            )
         if action is ConnectAction.FATAL_AUTH:
             self._fatal(
                 EX_NOPERM,
@@ -551,7 +569,8 @@ class NodeRunner:
                 "the gateway withholds %s (not in its command allowlist); on the gateway run: "
                 "openclaw config set gateway.nodes.commands.allow '%s' (merge with any existing entries), "
                 "then approve the node again",
-                ", ".join(withheld), allow,
+                ", ".join(withheld),
+                allow,
             )
         self._publish_status(force=True)
 
@@ -584,10 +603,8 @@ class NodeRunner:
 
     async def _after_approval(self) -> None:
         await self.publish_tools()
-        try:
+        with contextlib.suppress(InvokeError, NotConnected):
             await self.send_event("node.host.stats", host_stats(str(self.state.path)))
-        except (InvokeError, NotConnected):
-            pass
 
     async def _send_invoke_result(self, params: dict[str, Any]) -> None:
         try:
@@ -642,4 +659,3 @@ def _log_task_failure(task: asyncio.Task[Any]) -> None:
     exc = task.exception()
     if exc is not None:
         log.error("background task %s failed: %r", task.get_name(), exc)
-

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import json
 import logging
 import ssl
 import uuid
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -27,16 +25,21 @@ from edgeclaw.protocol.handshake import Challenge, HelloOk
 
 log = logging.getLogger("edgeclaw.session")
 
-PRE_AUTH_MAX_FRAME = 64 * 1024
+# An invoke request can carry up to policy.maxPayload (25 MiB by default) of params.
+MAX_INBOUND_FRAME = 32 * 1024 * 1024
 TICK_TIMEOUT_CODE = 4000
 
 
 class SessionEnded(Exception):
     """The connection is over; `kind` tells the runner how it ended."""
 
-    def __init__(self, kind: str, message: str, *, code: int | None = None, error: GatewayError | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, *, code: int | None = None, error: GatewayError | None = None
+    ) -> None:
         super().__init__(message)
-        self.kind = kind  # unreachable | tls-pin | handshake | rejected | closed | tick-timeout | shutdown | local
+        self.kind = (
+            kind  # unreachable | tls-pin | handshake | rejected | closed | tick-timeout | shutdown | local
+        )
         self.message = message
         self.code = code
         self.error = error
@@ -84,13 +87,13 @@ class Session:
                 self.url,
                 ssl=_ssl_context(self.url, self.tls),
                 open_timeout=self.connect_timeout,
-                max_size=PRE_AUTH_MAX_FRAME * 4,
+                max_size=MAX_INBOUND_FRAME,
                 compression=None,
                 ping_interval=None,  # the gateway pings us; tick liveness covers the other direction
                 close_timeout=2,
                 user_agent_header=None,
             )
-        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             raise SessionEnded("unreachable", f"cannot connect to {self.url}: {_describe(exc)}") from None
         self.last_inbound = asyncio.get_running_loop().time()
         if self.tls.fingerprint:
@@ -113,7 +116,7 @@ class Session:
         assert self.ws is not None
         try:
             raw = await asyncio.wait_for(self.ws.recv(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise
         except ConnectionClosed as exc:
             raise self._closed(exc) from None
@@ -160,9 +163,6 @@ class Session:
         except ValueError as exc:
             await self.close(1002, "bad hello")
             raise SessionEnded("handshake", f"unexpected connect response: {exc}") from None
-        self.ws.max_size = self.hello.max_payload + PRE_AUTH_MAX_FRAME
-        if self.ws.protocol is not None:
-            self.ws.protocol.max_size = self.ws.max_size
         return self.hello
 
     async def _recv_until(self, deadline: float, what: str) -> frames.Frame | None:
@@ -172,7 +172,7 @@ class Session:
             raise SessionEnded("handshake", f"gateway did not send {what} in time")
         try:
             return await self._recv_frame(remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close(1002, "handshake timeout")
             raise SessionEnded("handshake", f"gateway did not send {what} in time") from None
 
@@ -187,10 +187,12 @@ class Session:
                 idle = loop.time() - self.last_inbound
                 if idle > tick_timeout:
                     await self.close(TICK_TIMEOUT_CODE, "tick timeout")
-                    raise SessionEnded("tick-timeout", f"no frame from the gateway for {idle:.0f} s (2 × tick)")
+                    raise SessionEnded(
+                        "tick-timeout", f"no frame from the gateway for {idle:.0f} s (2 × tick)"
+                    )
                 try:
                     frame = await self._recv_frame(max(0.05, tick_timeout - idle))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 if frame is None:
                     continue
@@ -213,9 +215,9 @@ class Session:
             self.closed_reason = ended
             raise
         except Exception as exc:  # websockets internals can raise odd things on abnormal closes (e.g. 1009)
-            ended = SessionEnded("closed", f"connection failed: {_describe(exc)}")
-            self.closed_reason = ended
-            raise ended from None
+            failure = SessionEnded("closed", f"connection failed: {_describe(exc)}")
+            self.closed_reason = failure
+            raise failure from None
         finally:
             self._fail_pending()
 
@@ -273,6 +275,3 @@ def _describe(exc: BaseException) -> str:
         return f"TLS error: {exc.reason or exc}"
     text = str(exc) or type(exc).__name__
     return text
-
-
-__all__ = ["RequestFailed", "Session", "SessionEnded", "TlsOptions", "json", "websockets"]

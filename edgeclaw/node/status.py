@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,10 +51,7 @@ class NodeStatus:
     def line(self) -> str:
         """The STATUS= line: what an operator needs first, no jargon."""
         now = time.time()
-        if self.reload_error:
-            prefix = f"reload failed: {self.reload_error} · "
-        else:
-            prefix = ""
+        prefix = f"reload failed: {self.reload_error} · " if self.reload_error else ""
         if self.connection == "connected":
             approval = {
                 "approved": "approved",
@@ -104,14 +102,14 @@ class StatusFile:
         try:
             write_atomic(self.path, json.dumps(status.to_json(), indent=1) + "\n", mode=0o644)
         except OSError as exc:
-            log.warning("cannot write %s (%s); `edgeclaw status` will read the state directory", self.path, exc)
+            log.warning(
+                "cannot write %s (%s); `edgeclaw status` will read the state directory", self.path, exc
+            )
             self._disabled = True
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.path.unlink()
-        except OSError:
-            pass
 
 
 def read_live_status(runtime_dir: Path) -> dict[str, Any] | None:

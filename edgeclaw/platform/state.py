@@ -5,6 +5,7 @@ A corrupt identity is an error, never silently replaced: a new key would orphan 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -130,10 +131,8 @@ class StateDir:
         write_atomic(self.path / TOKEN_FILE, json.dumps(asdict(stored)) + "\n", mode=0o600)
 
     def clear_token(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             (self.path / TOKEN_FILE).unlink()
-        except FileNotFoundError:
-            pass
 
     # instance id ----------------------------------------------------------------------------------
     def instance_id(self) -> str:

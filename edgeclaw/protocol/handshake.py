@@ -141,9 +141,9 @@ class HelloOk:
         """Lenient on what the schema does not promise (auth.method), strict on what we rely on."""
         if not isinstance(payload, dict) or payload.get("type") != "hello-ok":
             raise ValueError("connect response is not hello-ok")
-        server = payload.get("server") if isinstance(payload.get("server"), dict) else {}
-        auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
-        policy = payload.get("policy") if isinstance(payload.get("policy"), dict) else {}
+        server = _obj(payload.get("server"))
+        auth = _obj(payload.get("auth"))
+        policy = _obj(payload.get("policy"))
         max_payload = policy.get("maxPayload")
         tick = policy.get("tickIntervalMs")
         token = auth.get("deviceToken")
@@ -153,10 +153,16 @@ class HelloOk:
             conn_id=str(server.get("connId") or ""),
             device_token=token if isinstance(token, str) and token else None,
             auth_method=auth.get("method") if isinstance(auth.get("method"), str) else None,
-            max_payload=int(max_payload) if isinstance(max_payload, int) and max_payload > 0 else 25 * 1024 * 1024,
+            max_payload=int(max_payload)
+            if isinstance(max_payload, int) and max_payload > 0
+            else 25 * 1024 * 1024,
             tick_interval_ms=int(tick) if isinstance(tick, int) and tick > 0 else 30_000,
             raw=payload,
         )
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class ConnectAction(enum.Enum):
@@ -204,7 +210,9 @@ def classify_connect_error(error: GatewayError, *, auth: Auth) -> ConnectVerdict
     details = error.details
     if code == "PAIRING_REQUIRED" or error.code == "NOT_PAIRED":
         rid = details.get("requestId")
-        return ConnectVerdict(ConnectAction.PAIRING_WAIT, error, request_id=rid if isinstance(rid, str) else None)
+        return ConnectVerdict(
+            ConnectAction.PAIRING_WAIT, error, request_id=rid if isinstance(rid, str) else None
+        )
     if code == "AUTH_DEVICE_TOKEN_MISMATCH":
         return ConnectVerdict(ConnectAction.DROP_DEVICE_TOKEN, error)
     if code == "AUTH_BOOTSTRAP_TOKEN_INVALID":
@@ -216,7 +224,9 @@ def classify_connect_error(error: GatewayError, *, auth: Auth) -> ConnectVerdict
     if code == "PROTOCOL_MISMATCH":
         expected = details.get("expectedProtocol")
         if expected == FALLBACK_PROTOCOL_VERSION:
-            return ConnectVerdict(ConnectAction.PROTOCOL_FALLBACK, error, expected_protocol=FALLBACK_PROTOCOL_VERSION)
+            return ConnectVerdict(
+                ConnectAction.PROTOCOL_FALLBACK, error, expected_protocol=FALLBACK_PROTOCOL_VERSION
+            )
         return ConnectVerdict(ConnectAction.FATAL_PROTOCOL, error, expected_protocol=expected)
     if code in FATAL_AUTH_CODES:
         return ConnectVerdict(ConnectAction.FATAL_AUTH, error)

@@ -65,7 +65,11 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     nodes: list[NodeProcess] = []
 
     def make(
-        gateway: Gateway, *, name: str = "test-node", extra: dict[str, Any] | None = None, paired: bool = True,
+        gateway: Gateway,
+        *,
+        name: str = "test-node",
+        extra: dict[str, Any] | None = None,
+        paired: bool = True,
         env: dict[str, str] | None = None,
     ) -> NodeProcess:
         node = NodeProcess(tmp_path / f"{name}-{len(nodes)}", gateway, name=name, extra=extra)
@@ -79,7 +83,9 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
         node.start(env=env)
         if paired:
             wait_for(
-                lambda: node.live_status().get("pairing") == "approved" or node._dead(), 60, what="paired node",
+                lambda: node.live_status().get("pairing") == "approved" or node._dead(),
+                60,
+                what="paired node",
             )
             if node._dead():
                 raise AssertionError(f"node exited:\n{node.log()[-3000:]}")

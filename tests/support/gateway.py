@@ -7,6 +7,7 @@ Tests that use it must run inside a network namespace that has only loopback (sc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -22,15 +23,27 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ALLOW = [
-    "camera.snap", "camera.clip", "camera.list",
-    "gpio.list", "gpio.read", "gpio.write", "gpio.pwm", "gpio.pulse", "gpio.events",
-    "device.info", "device.status",
+    "camera.snap",
+    "camera.clip",
+    "camera.list",
+    "gpio.list",
+    "gpio.read",
+    "gpio.write",
+    "gpio.pwm",
+    "gpio.pulse",
+    "gpio.events",
+    "device.info",
+    "device.status",
 ]
 
 
 def install_gateway() -> Path:
     out = subprocess.run(
-        [str(ROOT / "scripts" / "install-gateway.sh")], check=True, capture_output=True, text=True, timeout=900
+        [str(ROOT / "scripts" / "install-gateway.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -125,9 +138,23 @@ class Gateway:
         stdout = open(self.run_dir / "gateway.stdout", "ab")  # noqa: SIM115
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            [str(self.openclaw), "gateway", "run", "--port", str(self.port), "--bind", "loopback", "--auth", "token"],
-            env=self.env(), stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.run_dir, start_new_session=True,
+            [
+                str(self.openclaw),
+                "gateway",
+                "run",
+                "--port",
+                str(self.port),
+                "--bind",
+                "loopback",
+                "--auth",
+                "token",
+            ],
+            env=self.env(),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.run_dir,
+            start_new_session=True,
         )
         stdout.close()
         self.wait_ready(timeout)
@@ -167,10 +194,8 @@ class Gateway:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -189,11 +214,17 @@ class Gateway:
     # operator CLI ---------------------------------------------------------------------------------
     def cli(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [str(self.openclaw), *args], env=self.env(), capture_output=True, text=True, timeout=timeout,
+            [str(self.openclaw), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
-            raise RuntimeError(f"openclaw {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}{proc.stdout[-2000:]}")
+            raise RuntimeError(
+                f"openclaw {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}{proc.stdout[-2000:]}"
+            )
         return proc
 
     def cli_json(self, *args: str, timeout: float = 60.0) -> Any:
@@ -202,7 +233,13 @@ class Gateway:
 
     def call(self, method: str, params: dict[str, Any], timeout_ms: int = 30000) -> Any:
         return self.cli_json(
-            "gateway", "call", method, "--timeout", str(timeout_ms), "--params", json.dumps(params),
+            "gateway",
+            "call",
+            method,
+            "--timeout",
+            str(timeout_ms),
+            "--params",
+            json.dumps(params),
             timeout=timeout_ms / 1000 + 30,
         )
 
@@ -267,13 +304,23 @@ class Operator:
         challenge = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
         assert challenge.get("event") == "connect.challenge", challenge
         rid = str(uuid.uuid4())
-        await self.ws.send(json.dumps({"type": "req", "id": rid, "method": "connect", "params": {
-            "minProtocol": 4, "maxProtocol": 4,
-            "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli"},
-            "role": "operator",
-            "scopes": ["operator.read", "operator.write", "operator.admin", "operator.pairing"],
-            "auth": {"token": self.gateway.token},
-        }}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "type": "req",
+                    "id": rid,
+                    "method": "connect",
+                    "params": {
+                        "minProtocol": 4,
+                        "maxProtocol": 4,
+                        "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli"},
+                        "role": "operator",
+                        "scopes": ["operator.read", "operator.write", "operator.admin", "operator.pairing"],
+                        "auth": {"token": self.gateway.token},
+                    },
+                }
+            )
+        )
         while True:
             frame = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
             if frame.get("type") == "res" and frame.get("id") == rid:
@@ -318,7 +365,10 @@ class Operator:
     ) -> dict[str, Any]:
         """Returns the raw response frame: {'ok': True, 'payload': {...}} or {'ok': False, 'error': {...}}."""
         body: dict[str, Any] = {
-            "nodeId": node_id, "command": command, "idempotencyKey": str(uuid.uuid4()), "timeoutMs": timeout_ms,
+            "nodeId": node_id,
+            "command": command,
+            "idempotencyKey": str(uuid.uuid4()),
+            "timeoutMs": timeout_ms,
         }
         if params is not None:
             body["params"] = params

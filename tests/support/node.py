@@ -19,8 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class NodeProcess:
-    def __init__(self, base: Path, gateway: Gateway | None, *, name: str = "test-node", extra: dict[str, Any] | None = None,
-                 url: str | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        gateway: Gateway | None,
+        *,
+        name: str = "test-node",
+        extra: dict[str, Any] | None = None,
+        url: str | None = None,
+    ) -> None:
         self.base = base
         self.base.mkdir(parents=True, exist_ok=True)
         self.state_dir = base / "state"
@@ -62,7 +69,10 @@ class NodeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeclaw", "--config", str(self.config_path), "run"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.base,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.base,
             env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -89,7 +99,9 @@ class NodeProcess:
     def status(self) -> dict[str, Any]:
         out = subprocess.run(
             [sys.executable, "-m", "edgeclaw", "--config", str(self.config_path), "status", "--json"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         return dict(json.loads(out.stdout))
 
@@ -124,15 +136,21 @@ class NodeProcess:
 
 def pair_and_approve(gateway: Gateway, node: NodeProcess, timeout: float = 90.0) -> str:
     """Drive both approvals from the operator side, as a user would; returns the node id."""
-    node_id = wait_for(lambda: node.state_dir.joinpath("identity.json").exists() and node.node_id, 30, what="identity")
+    node_id = wait_for(
+        lambda: node.state_dir.joinpath("identity.json").exists() and node.node_id, 30, what="identity"
+    )
     pending = wait_for(
-        lambda: [p for p in gateway.pending_devices() if p.get("deviceId") == node_id], timeout, interval=1,
+        lambda: [p for p in gateway.pending_devices() if p.get("deviceId") == node_id],
+        timeout,
+        interval=1,
         what="pending device pairing",
     )
     gateway.approve_device(pending[0]["requestId"])
     wait_for(lambda: node.live_status().get("connection") == "connected", timeout, what="node connected")
     surface = wait_for(
-        lambda: [p for p in gateway.pending_nodes() if p.get("nodeId") == node_id], timeout, interval=1,
+        lambda: [p for p in gateway.pending_nodes() if p.get("nodeId") == node_id],
+        timeout,
+        interval=1,
         what="pending node surface",
     )
     gateway.approve_node(surface[0]["requestId"])
@@ -142,7 +160,9 @@ def pair_and_approve(gateway: Gateway, node: NodeProcess, timeout: float = 90.0)
 
 def wait_connected(node: NodeProcess, timeout: float = 60.0) -> None:
     t0 = time.monotonic()
-    wait_for(lambda: node.live_status().get("connection") == "connected" or node._dead(), timeout, what="connected")
+    wait_for(
+        lambda: node.live_status().get("connection") == "connected" or node._dead(), timeout, what="connected"
+    )
     if node._dead():
         raise AssertionError(f"node died:\n{node.log()[-3000:]}")
     _ = t0

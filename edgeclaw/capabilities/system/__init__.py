@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 from edgeclaw.capabilities.base import Capability, CapabilityManifest, Handler, NodeServices
 
 CONFIG_KEY = "system"

@@ -37,7 +37,9 @@ async def handle_notify(ctx: InvokeContext, config: Config) -> dict[str, Any]:
 
 async def _run_hook(config: Config, title: str, body: str, priority: str, ctx: InvokeContext) -> None:
     env = dict(os.environ)
-    env.update({"EDGECLAW_NOTIFY_TITLE": title, "EDGECLAW_NOTIFY_BODY": body, "EDGECLAW_NOTIFY_PRIORITY": priority})
+    env.update(
+        {"EDGECLAW_NOTIFY_TITLE": title, "EDGECLAW_NOTIFY_BODY": body, "EDGECLAW_NOTIFY_PRIORITY": priority}
+    )
     try:
         proc = await asyncio.create_subprocess_exec(
             *config.notify_hook,
@@ -52,10 +54,12 @@ async def _run_hook(config: Config, title: str, body: str, priority: str, ctx: I
     timeout = min(config.notify_hook_timeout_s, max(0.5, ctx.remaining() - 0.5))
     try:
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise InvokeError("NOTIFICATIONS_UNAVAILABLE", f"notify hook timed out after {timeout:.0f} s") from None
+        raise InvokeError(
+            "NOTIFICATIONS_UNAVAILABLE", f"notify hook timed out after {timeout:.0f} s"
+        ) from None
     if proc.returncode != 0:
         tail = stderr.decode("utf-8", "replace").strip()[-300:]
         raise InvokeError("NOTIFICATIONS_UNAVAILABLE", f"notify hook exited {proc.returncode}: {tail}")
