@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextlib
 import json
 import os
 import secrets
@@ -201,10 +202,8 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of our own group only
-        except (ProcessLookupError, PermissionError):
-            pass
         self.proc = None
 
     def restart(self, timeout: float = 120.0) -> float:
