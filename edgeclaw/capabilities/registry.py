@@ -9,7 +9,11 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
+
+log = logging.getLogger("edgeclaw.capabilities")
+REQUIRED = ("CONFIG_KEY", "Config", "MANIFEST", "create")
 
 CAPABILITY_MODULES: dict[str, str] = {
     "system": "edgeclaw.capabilities.system",
@@ -25,8 +29,16 @@ def load_capability_modules() -> dict[str, ModuleType]:
     modules: dict[str, ModuleType] = {}
     for key, module_name in CAPABILITY_MODULES.items():
         try:
-            modules[key] = importlib.import_module(module_name)
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
+            continue
+        missing = [name for name in REQUIRED if not hasattr(module, name)]
+        if missing:
+            log.warning(
+                "%s is not a complete capability (missing %s); left out", module_name, ", ".join(missing)
+            )
+            continue
+        modules[key] = module
     return modules
