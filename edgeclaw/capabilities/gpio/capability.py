@@ -1,0 +1,513 @@
+"""The GPIO capability: commands over the configured pins, edges into the ring / node events /
+agent.requests (via the spool), momentary pulses owned by the node, and safe states on stop and on
+a lost gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from typing import Any
+
+from edgeclaw.capabilities.base import (
+    Capability,
+    CapabilityManifest,
+    Handler,
+    InvokeContext,
+    InvokeError,
+    NodeServices,
+    NotConnected,
+)
+from edgeclaw.capabilities.gpio import tools as toolgen
+from edgeclaw.capabilities.gpio.config import Config, PinConfig
+from edgeclaw.capabilities.gpio.edges import Debouncer, EdgeRing, iso_time
+from edgeclaw.capabilities.gpio.spool import Spool, SpoolEntry
+from edgeclaw.platform import events
+
+log = logging.getLogger("edgeclaw.gpio")
+
+COMMANDS = ("gpio.list", "gpio.read", "gpio.write", "gpio.pwm", "gpio.pulse", "gpio.events")
+MANIFEST = CapabilityManifest(
+    name="gpio",
+    caps=("gpio",),
+    commands=COMMANDS,
+    devices=("/dev/gpiochip*",),
+    groups=("gpio",),
+    needs_gateway_allowlist=COMMANDS,
+)
+LATE_S = 5.0  # an agent.request delivered later than this names its original time if the template didn't
+RETRY_S = 5.0
+
+
+def _pin_error(exc: Exception) -> InvokeError:
+    return InvokeError("GPIO_UNAVAILABLE", str(exc))
+
+
+class _Pulse:
+    def __init__(self, restore_to: float, task: asyncio.Task[None]) -> None:
+        self.restore_to = restore_to
+        self.task = task
+
+
+class GpioCapability(Capability):
+    manifest = MANIFEST
+    max_concurrency = 8
+    queue_limit = 32
+
+    def __init__(self, config: Config, services: NodeServices) -> None:
+        super().__init__(config, services)
+        self.config: Config = config
+        self.factory: Any = None
+        self.pins: dict[str, Any] = {}  # name → backend.PinHandle
+        self.debouncers: dict[str, Debouncer] = {}
+        self.ring = EdgeRing(config.event_buffer)
+        self.spool: Spool | None = None
+        self.pulses: dict[str, _Pulse] = {}
+        self.failsafe_applied_at: float | None = None
+        self._failsafe_task: asyncio.Task[None] | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Any = None
+        self.sim: Any = None
+        self.started = False
+
+    # surface ---------------------------------------------------------------------------------------
+    def _active(self) -> bool:
+        return bool(self.config.enabled and self.config.pins)
+
+    def handlers(self) -> dict[str, Handler]:
+        if not self._active():
+            return {}
+        return {
+            "gpio.list": self._list,
+            "gpio.read": self._read,
+            "gpio.write": self._write,
+            "gpio.pwm": self._pwm,
+            "gpio.pulse": self._pulse,
+            "gpio.events": self._events,
+        }
+
+    def plugin_tools(self) -> list[dict[str, Any]]:
+        return toolgen.plugin_tools(self.config)
+
+    def skills(self) -> list[dict[str, Any]]:
+        doc = toolgen.skill(self.config, self.services.display_name)
+        return [doc] if doc else []
+
+    @property
+    def session_key(self) -> str:
+        return self.config.session_key or f"edgeclaw-{toolgen._slug(self.services.display_name)}"
+
+    # lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if not self._active():
+            return
+        self.spool = Spool.open(self.services.state_dir, self.config.spool_max, self.config.spool_max_age)
+        self._open_pins(self.config.pins)
+        self._unsubscribe = self.services.bus.subscribe(self._on_bus)
+        self._pump_task = self._spawn(self._pump(), "gpio-spool")
+        if not self.services.is_connected():
+            self._arm_failsafe()
+        if self.services.simulated:
+            from edgeclaw.capabilities.gpio.simctl import SimControl
+
+            self.sim = SimControl(self, self.services.config.runtime_dir)
+            await self.sim.start()
+        self.started = True
+        log.info("gpio: %d pin(s) on %s", len(self.pins), type(self.factory).__name__)
+
+    def _open_pins(self, pins: dict[str, PinConfig]) -> None:
+        from edgeclaw.capabilities.gpio.backend import PinHandle, make_factory
+
+        if self.factory is None:
+            self.factory = make_factory(self.services.simulated)
+        for name, cfg in pins.items():
+            handle = PinHandle(name, cfg, self.factory, self._edge_from_thread)
+            self.pins[name] = handle
+            if not cfg.is_output and handle.device is not None:
+                try:
+                    initial = bool(handle.read()["value"])
+                except Exception:
+                    initial = False
+                self.debouncers[name] = Debouncer(cfg.bounce_time, functools.partial(self._on_edge, name), initial)
+
+    def _close_pin(self, name: str, *, safe: bool) -> None:
+        pulse = self.pulses.pop(name, None)
+        if pulse is not None:
+            pulse.task.cancel()
+            self._set(name, pulse.restore_to, why="pulse cut short")
+        deb = self.debouncers.pop(name, None)
+        if deb is not None:
+            deb.cancel()
+        handle = self.pins.pop(name)
+        cfg: PinConfig = handle.cfg
+        wants_safe = safe and cfg.is_output and cfg.safe_on_shutdown
+        if wants_safe and cfg.safe_state is not None and self._set_handle(handle, cfg.safe_state, why="safe stop"):
+            handle.release_keeping_state()
+            return
+        handle.close()
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for task in (self._failsafe_task, self._pump_task):
+            if task is not None:
+                task.cancel()
+        if self.sim is not None:
+            await self.sim.stop()
+            self.sim = None
+        for name in list(self.pins):
+            self._close_pin(name, safe=True)
+        for task in list(self._tasks):
+            task.cancel()
+        self.started = False
+
+    async def reload(self, new_config: Any) -> None:
+        """Keep unchanged pins as they are (no glitch on an output); close removed or changed ones
+        (safe state first), open new ones."""
+        old: Config = self.config
+        self.config = new_config
+        if not self.started:
+            if self._active():
+                await self.start()
+            return
+        if not self._active():
+            await self.stop()
+            return
+        for name in list(self.pins):
+            if new_config.pins.get(name) != old.pins.get(name):
+                self._close_pin(name, safe=True)
+        self._open_pins({n: c for n, c in new_config.pins.items() if n not in self.pins})
+        self.ring.resize(new_config.event_buffer)
+        if self.spool is not None:
+            self.spool.max_entries = new_config.spool_max
+            self.spool.max_age = new_config.spool_max_age
+        self._wake.set()
+
+    async def on_session_ready(self) -> None:
+        self._disarm_failsafe()
+        self._wake.set()
+
+    async def on_disconnected(self) -> None:
+        self._arm_failsafe()
+
+    def _on_bus(self, name: str, fields: dict[str, Any]) -> None:
+        if name == events.HELLO_OK:
+            self._disarm_failsafe()
+        elif name == events.DISCONNECT:
+            self._arm_failsafe()
+        elif name == events.PAIRING and fields.get("stage") == "approved":
+            self._wake.set()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # failsafe --------------------------------------------------------------------------------------
+    def _arm_failsafe(self) -> None:
+        if self.config.failsafe_after <= 0 or not self.pins:
+            return
+        if self._failsafe_task is not None and not self._failsafe_task.done():
+            return
+        self._failsafe_task = self._spawn(self._failsafe(self.config.failsafe_after), "gpio-failsafe")
+
+    def _disarm_failsafe(self) -> None:
+        if self._failsafe_task is not None:
+            self._failsafe_task.cancel()
+            self._failsafe_task = None
+        if self.failsafe_applied_at is not None:
+            log.info("gateway reachable again; outputs stay in their safe state until told otherwise")
+            self.failsafe_applied_at = None
+
+    async def _failsafe(self, after: float) -> None:
+        await asyncio.sleep(after)
+        if self.services.is_connected():
+            return
+        applied = []
+        for name, handle in list(self.pins.items()):
+            cfg: PinConfig = handle.cfg
+            if cfg.is_output and cfg.safe_state is not None and cfg.safe_on_failsafe:
+                pulse = self.pulses.pop(name, None)
+                if pulse is not None:
+                    pulse.task.cancel()
+                if self._set(name, cfg.safe_state, why="failsafe"):
+                    applied.append(name)
+        self.failsafe_applied_at = time.time()
+        log.warning("gateway unreachable for %.0f s: failsafe put %s in the safe state",
+                    after, ", ".join(applied) or "no pins")
+
+    # edges -----------------------------------------------------------------------------------------
+    def _edge_from_thread(self, name: str, active: bool, ts: float) -> None:
+        """gpiozero calls this on its own thread (or the thread that drove a mock pin)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closing during shutdown
+            loop.call_soon_threadsafe(self._raw_edge, name, active, ts)
+
+    def _raw_edge(self, name: str, active: bool, ts: float) -> None:
+        deb = self.debouncers.get(name)
+        if deb is not None:
+            deb.feed(active, ts)
+
+    def _on_edge(self, name: str, active: bool, ts: float) -> None:
+        handle = self.pins.get(name)
+        if handle is None:
+            return
+        cfg: PinConfig = handle.cfg
+        inactive_word, active_word = cfg.labels()
+        state = active_word if active else inactive_word
+        edge = self.ring.add(name, active, state, ts)
+        log.debug("gpio edge %s %s (#%d)", name, state, edge.seq)
+        wanted = cfg.trigger_on == "both" or (cfg.trigger_on == "active") == active
+        if not wanted or cfg.on_edge == "none":
+            return
+        if cfg.on_edge == "event":
+            self._spawn(self._send_edge_event(edge.to_json()), "gpio-edge-event")
+            return
+        fields = {
+            "name": name, "state": state, "time": iso_time(ts), "value": int(active),
+            "node": self.services.display_name, "pin": cfg.pin, "kind": cfg.kind, "seq": edge.seq,
+            "description": cfg.description or name,
+        }
+        try:
+            message = cfg.message.format_map(fields)
+        except (KeyError, ValueError, IndexError, AttributeError) as exc:
+            message = f"{name} went {state} at {fields['time']} (message template failed: {exc})"
+        assert self.spool is not None
+        self.spool.add(ts, name, message, self.session_key, time_in_message="{time}" in cfg.message)
+        self._wake.set()
+
+    async def _send_edge_event(self, payload: dict[str, Any]) -> None:
+        try:
+            await self.services.send_event("gpio.edge", payload, timeout=5)
+        except (NotConnected, InvokeError) as exc:
+            log.debug("gpio.edge event not sent (%s); it stays in gpio.events", exc)
+
+    # spool pump ------------------------------------------------------------------------------------
+    async def _pump(self) -> None:
+        """Deliver spooled agent.requests in order, one at a time, whenever the gateway takes them."""
+        spool = self.spool
+        assert spool is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while spool.head() is not None and self.services.is_connected():
+                spool.expire(time.time())
+                entry = spool.head()
+                if entry is None:
+                    break
+                outcome = await self._deliver(entry)
+                if outcome == "retry":
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                if outcome == "offline":
+                    break
+
+    async def _deliver(self, entry: SpoolEntry) -> str:
+        assert self.spool is not None
+        message = entry.message
+        if not entry.time_in_message and time.time() - entry.ts > LATE_S:
+            message += f" (at {iso_time(entry.ts)})"
+        drops = self.spool.counters.unreported_drops
+        if drops:
+            message += f" [note: {drops} earlier GPIO event(s) were dropped before delivery; see gpio.list]"
+        try:
+            await self.services.send_event(
+                "agent.request", {"message": message, "sessionKey": entry.session_key}, timeout=10
+            )
+        except NotConnected:
+            return "offline"
+        except InvokeError as exc:
+            if "PAIRING" in exc.code or "NOT_PAIRED" in exc.code or exc.code in ("UNAVAILABLE", "TIMEOUT"):
+                log.info("agent.request for %s not accepted yet (%s); retrying", entry.pin, exc)
+                return "retry"
+            log.error("gateway refused agent.request for %s (%s); dropped", entry.pin, exc)
+            self.spool.done(entry, delivered=False)
+            return "dropped"
+        if drops:
+            self.spool.drops_reported()
+        self.spool.done(entry, delivered=True)
+        log.info("agent.request sent for %s (spool #%d)", entry.pin, entry.id)
+        return "sent"
+
+    # pin access ------------------------------------------------------------------------------------
+    def _handle(self, ctx: InvokeContext) -> Any:
+        name = ctx.params.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvokeError("INVALID_REQUEST", "parameter 'name' (a configured pin name) is required")
+        handle = self.pins.get(name)
+        if handle is None:
+            raise InvokeError(
+                "GPIO_PIN_NOT_ALLOWED", f"no pin named {name!r} is configured (configured: {', '.join(self.pins)})"
+            )
+        return handle
+
+    def _set_handle(self, handle: Any, value: float, *, why: str) -> bool:
+        try:
+            handle.write(value)
+        except Exception as exc:
+            log.error("gpio %s: setting %s to %s (%s) failed: %s", why, handle.name, value, why, exc)
+            return False
+        log.info("gpio %s: %s = %g", why, handle.name, value)
+        return True
+
+    def _set(self, name: str, value: float, *, why: str) -> bool:
+        handle = self.pins.get(name)
+        return handle is not None and self._set_handle(handle, value, why=why)
+
+    def _describe(self, name: str, handle: Any) -> dict[str, Any]:
+        cfg: PinConfig = handle.cfg
+        doc: dict[str, Any] = {"name": name, "pin": cfg.pin, "kind": cfg.kind, "description": cfg.description}
+        if cfg.trigger:
+            doc["trigger"] = cfg.trigger
+        if cfg.is_output:
+            doc["safe_state"] = cfg.safe_state
+        else:
+            doc["on_edge"] = cfg.on_edge
+        try:
+            doc.update(handle.read())
+        except Exception as exc:
+            doc["error"] = str(exc)
+        if name in self.pulses:
+            doc["pulsing"] = True
+        return doc
+
+    def _cancel_pulse(self, name: str) -> None:
+        pulse = self.pulses.pop(name, None)
+        if pulse is not None:
+            pulse.task.cancel()
+
+    # handlers --------------------------------------------------------------------------------------
+    async def _list(self, ctx: InvokeContext) -> dict[str, Any]:
+        return {
+            "pins": [self._describe(n, h) for n, h in self.pins.items()],
+            "simulated": self.services.simulated,
+            "failsafe": {"after_s": self.config.failsafe_after,
+                         "applied_at": iso_time(self.failsafe_applied_at) if self.failsafe_applied_at else None},
+            "agent_requests": self.spool.stats() if self.spool else None,
+            "latest_event_seq": self.ring.seq,
+        }
+
+    async def _read(self, ctx: InvokeContext) -> dict[str, Any]:
+        handle = self._handle(ctx)
+        try:
+            return {"name": handle.name, "kind": handle.cfg.kind, **handle.read()}
+        except Exception as exc:
+            raise _pin_error(exc) from None
+
+    def _output(self, ctx: InvokeContext, *, pwm: bool) -> Any:
+        handle = self._handle(ctx)
+        cfg: PinConfig = handle.cfg
+        if not cfg.is_output:
+            raise InvokeError("INVALID_REQUEST", f"{handle.name} is an input ({cfg.kind}); it cannot be written")
+        if pwm and cfg.kind != "pwm":
+            raise InvokeError("INVALID_REQUEST", f"{handle.name} is a digital output; PWM needs a pin of kind pwm")
+        return handle
+
+    async def _write(self, ctx: InvokeContext) -> dict[str, Any]:
+        handle = self._output(ctx, pwm=False)
+        value = _binary(ctx.params.get("value"))
+        self._cancel_pulse(handle.name)  # an explicit write wins over a pulse's restore
+        try:
+            handle.write(value)
+            return {"name": handle.name, **handle.read()}
+        except Exception as exc:
+            raise _pin_error(exc) from None
+
+    async def _pwm(self, ctx: InvokeContext) -> dict[str, Any]:
+        handle = self._output(ctx, pwm=True)
+        value = ctx.params.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise InvokeError("INVALID_REQUEST", "parameter 'value' must be a number from 0 to 1")
+        freq = ctx.params.get("frequency")
+        if freq is not None and (isinstance(freq, bool) or not isinstance(freq, (int, float))
+                                 or not 0 < freq <= 100_000):
+            raise InvokeError("INVALID_REQUEST", "parameter 'frequency' must be a number in (0, 100000] Hz")
+        self._cancel_pulse(handle.name)
+        try:
+            handle.write(float(value), frequency=float(freq) if freq is not None else None)
+            return {"name": handle.name, **handle.read()}
+        except Exception as exc:
+            raise _pin_error(exc) from None
+
+    async def _pulse(self, ctx: InvokeContext) -> dict[str, Any]:
+        handle = self._output(ctx, pwm=False)
+        cfg: PinConfig = handle.cfg
+        ms = ctx.params.get("ms")
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 1 <= ms <= cfg.max_pulse_ms:
+            raise InvokeError("INVALID_REQUEST", f"parameter 'ms' must be a number from 1 to {cfg.max_pulse_ms}")
+        raw = ctx.params.get("value", 1)
+        value = _binary(raw) if cfg.kind == "output" else _unit(raw)
+        name = handle.name
+        previous = self.pulses.get(name)
+        try:
+            restore_to = previous.restore_to if previous else handle.current_output()
+        except Exception as exc:
+            raise _pin_error(exc) from None
+        if previous is not None:
+            previous.task.cancel()
+        try:
+            handle.write(value)
+        except Exception as exc:
+            raise _pin_error(exc) from None
+        started = time.time()
+        # The restore belongs to the capability, not to this invoke: a cancelled invoke, a lost gateway
+        # or a dropped connection all still end the pulse on time.
+        task = self._spawn(self._restore_after(name, ms / 1000, restore_to), f"gpio-pulse-{name}")
+        self.pulses[name] = _Pulse(restore_to, task)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this invoke was cancelled; the restore still runs on its own
+        return {"name": name, "pulsed_to": value, "ms": ms, "restored_to": restore_to,
+                "started": iso_time(started), "interrupted": task.cancelled()}
+
+    async def _restore_after(self, name: str, seconds: float, restore_to: float) -> None:
+        await asyncio.sleep(seconds)
+        if name in self.pulses and self.pulses[name].task is asyncio.current_task():
+            del self.pulses[name]
+        self._set(name, restore_to, why="pulse end")
+
+    async def _events(self, ctx: InvokeContext) -> dict[str, Any]:
+        since = ctx.params.get("since", 0)
+        limit = ctx.params.get("limit", 100)
+        name = ctx.params.get("name")
+        if since is None:
+            since = 0
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise InvokeError("INVALID_REQUEST", "parameter 'since' must be a non-negative integer (a seq)")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvokeError("INVALID_REQUEST", "parameter 'limit' must be an integer from 1 to 1000")
+        if name is not None:
+            if not isinstance(name, str):
+                raise InvokeError("INVALID_REQUEST", "parameter 'name' must be a string")
+            if name not in self.config.pins:
+                raise InvokeError("GPIO_PIN_NOT_ALLOWED", f"no pin named {name!r} is configured")
+        return self.ring.since(since, name=name, limit=limit)
+
+
+def _binary(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return float(value)
+    raise InvokeError("INVALID_REQUEST", f"parameter 'value' must be 0 or 1 (or true/false), got {value!r}")
+
+
+def _unit(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and 0 <= value <= 1:
+        return float(value)
+    raise InvokeError("INVALID_REQUEST", f"parameter 'value' must be a number from 0 to 1, got {value!r}")
