@@ -1,0 +1,98 @@
+"""Shell capability: system.run, system.run.prepare and the node's exec approvals.
+
+Safe by default: with no approvals document nothing runs unless an operator allowlists it or approves
+the run through the gateway (security allowlist, ask on-miss, askFallback deny).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from edgeclaw.capabilities.base import Capability, CapabilityManifest, Handler, NodeServices
+
+CONFIG_KEY = "shell"
+log = logging.getLogger("edgeclaw.shell")
+
+MANIFEST = CapabilityManifest(
+    name="shell",
+    caps=("system",),
+    commands=("system.run", "system.run.prepare", "system.execApprovals.get", "system.execApprovals.set"),
+)
+
+
+@dataclass
+class Config:
+    enabled: bool = True
+    max_concurrency: int = 4  # commands running at once
+    queue_limit: int = 16  # commands waiting for a slot; beyond that SYSTEM_RUN_BUSY
+    output_cap_bytes: int = 200_000  # per stream, the head is kept
+    kill_grace_s: float = 2.0  # SIGTERM → SIGKILL
+    # An exec approvals document (OpenClaw format) rolled out from config: applied whenever it changes,
+    # keeping allow-always entries approved on the board. None: the document in the state dir rules.
+    approvals: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        if self.max_concurrency < 1 or self.queue_limit < 0:
+            raise ValueError("max_concurrency must be >= 1 and queue_limit >= 0")
+        if self.output_cap_bytes < 1024:
+            raise ValueError("output_cap_bytes must be at least 1024")
+        if not 0 < self.kill_grace_s <= 60:
+            raise ValueError("kill_grace_s must be between 0 and 60 seconds")
+        if self.approvals is not None:
+            from edgeclaw.capabilities.shell.approvals import ApprovalsInvalid, normalize
+
+            try:
+                normalize(self.approvals)
+            except ApprovalsInvalid as exc:
+                raise ValueError(f"approvals: {exc}") from None
+
+
+class ShellCapability(Capability):
+    manifest = MANIFEST
+    busy_code = "SYSTEM_RUN_BUSY"
+    # bookkeeping commands answer at once, even while every run slot is busy
+    unlimited_commands = frozenset(
+        {"system.run.prepare", "system.execApprovals.get", "system.execApprovals.set"}
+    )
+
+    def __init__(self, config: Config, services: NodeServices) -> None:
+        super().__init__(config, services)
+        self.max_concurrency = config.max_concurrency
+        self.queue_limit = config.queue_limit
+        from edgeclaw.capabilities.shell.run import ShellService
+
+        self.service = ShellService(config, services)
+
+    def handlers(self) -> dict[str, Handler]:
+        if not self.config.enabled:
+            return {}
+        s = self.service
+        return {
+            "system.run": s.handle_run,
+            "system.run.prepare": s.handle_prepare,
+            "system.execApprovals.get": s.handle_get,
+            "system.execApprovals.set": s.handle_set,
+        }
+
+    async def start(self) -> None:
+        self._apply_seed()
+
+    async def reload(self, new_config: Any) -> None:
+        self.config = new_config
+        self.service.config = new_config
+        self.max_concurrency = new_config.max_concurrency
+        self.queue_limit = new_config.queue_limit
+        self._apply_seed()
+
+    def _apply_seed(self) -> None:
+        if self.config.enabled and self.service.store.apply_seed(self.config.approvals):
+            log.info("exec approvals from config applied to %s", self.service.store.path)
+
+
+def create(config: Config, services: NodeServices) -> Capability:
+    return ShellCapability(config, services)
+
+
+__all__ = ["CONFIG_KEY", "MANIFEST", "Config", "create"]

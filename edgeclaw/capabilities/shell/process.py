@@ -1,0 +1,177 @@
+"""Run one command on a small board without letting it hurt the node.
+
+- its own session and process group, stdin from /dev/null, no shell unless argv is one;
+- stdout and stderr read concurrently in fixed-size chunks; only the first `cap` bytes of each are kept,
+  the rest is counted and dropped, so memory stays bounded whatever the process writes;
+- at the params timeout, the invoke deadline, a cancel, or when the leader exits leaving children behind,
+  the whole group gets SIGTERM, then SIGKILL after a grace, and the leader is reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+from dataclasses import dataclass
+
+CHUNK = 64 * 1024
+TIMEOUT_EXIT_CODE = 124  # what `timeout(1)` and OpenClaw's node host report for a params timeout
+TRUNCATED_MARK = "\n... (truncated)"
+
+
+@dataclass
+class RunResult:
+    exit_code: int | None
+    timed_out: bool
+    stdout: str
+    stderr: str
+    error: str | None
+    truncated: bool = False
+    deadline_hit: bool = False
+    pgid: int | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+class _Capture:
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.dropped = 0
+
+    async def pump(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            chunk = await stream.read(CHUNK)
+            if not chunk:
+                return
+            room = self.cap - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+            self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def text(self) -> str:
+        out = bytes(self.data).decode("utf-8", "replace")
+        if self.dropped:
+            if out.endswith("\ufffd"):
+                out = out.rstrip("\ufffd")  # a multi-byte character cut at the cap
+            out += TRUNCATED_MARK
+        return out
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def kill_group(proc: asyncio.subprocess.Process, pgid: int, grace: float) -> None:
+    """SIGTERM the group, SIGKILL whatever is left after `grace`, reap the leader. Safe to call twice."""
+    _signal_group(pgid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + grace
+    try:
+        while loop.time() < end:
+            if proc.returncode is not None and not group_alive(pgid):
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        # also reached when this cleanup itself is cancelled: never leave survivors
+        _signal_group(pgid, signal.SIGKILL)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    await proc.wait()
+
+
+def _launch_error(exc: OSError, cwd: str | None) -> str:
+    code = errno.errorcode.get(exc.errno or 0, "EUNKNOWN")
+    if cwd and exc.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.isdir(cwd):
+        return f"node exec working directory does not exist on the node host: {cwd} ({code})"
+    return f"Command failed during launch or output capture ({code})"
+
+
+async def run_process(
+    argv: list[str],
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    timeout: float | None,
+    deadline: float,
+    cap: int,
+    grace: float,
+) -> RunResult:
+    """Run to completion, or until `timeout` seconds (params) or loop-time `deadline` (invoke) passes."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            limit=CHUNK,
+        )
+    except OSError as exc:
+        return RunResult(None, False, "", "", _launch_error(exc, cwd))
+    pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    out, err = _Capture(cap), _Capture(cap)
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = asyncio.gather(out.pump(proc.stdout), err.pump(proc.stderr))
+    loop = asyncio.get_running_loop()
+    limit = deadline - loop.time()
+    params_limit = timeout if timeout is not None and timeout > 0 else None
+    wait_for = min(limit, params_limit) if params_limit is not None else limit
+    timed_out = deadline_hit = False
+    try:
+        try:
+            await asyncio.wait_for(proc.wait(), max(0.0, wait_for))
+        except TimeoutError:
+            if params_limit is not None and params_limit <= limit:
+                timed_out = True
+            else:
+                deadline_hit = True
+            await kill_group(proc, pgid, grace)
+        else:
+            if group_alive(pgid):
+                # the leader is gone but left children (maybe holding our pipes): they go too
+                await kill_group(proc, pgid, grace)
+        try:
+            await asyncio.wait_for(asyncio.shield(pumps), 2.0)
+        except TimeoutError:
+            pumps.cancel()  # a process outside the group still holds the pipe: stop reading
+    finally:
+        if proc.returncode is None or group_alive(pgid):
+            await kill_group(proc, pgid, grace)
+        if not pumps.done():
+            pumps.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pumps
+    exit_code: int | None = proc.returncode
+    if exit_code is not None and exit_code < 0:
+        exit_code = 128 - exit_code  # killed by a signal: report it the way a shell would
+    if timed_out:
+        exit_code = TIMEOUT_EXIT_CODE
+    return RunResult(
+        exit_code=exit_code,
+        timed_out=timed_out,
+        stdout=out.text(),
+        stderr=err.text(),
+        error=None,
+        truncated=bool(out.dropped or err.dropped),
+        deadline_hit=deadline_hit,
+        pgid=pgid,
+    )
