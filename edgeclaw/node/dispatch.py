@@ -232,12 +232,17 @@ class Dispatcher:
             else None,
             max_payload_bytes=self._max_payload() - ENVELOPE_BYTES,
         )
-        cap_limit = self._cap_limits[capability.manifest.name]
+        cap_limit = (
+            _Limiter(1, 0)
+            if command in getattr(capability, "unlimited_commands", ())  # quick bookkeeping commands
+            else self._cap_limits[capability.manifest.name]
+        )
         if self._global.full():
             raise InvokeError("NODE_BUSY", "too many invokes are running or queued on this node")
         if cap_limit.full():
             raise InvokeError(capability.busy_code, f"{capability.manifest.name} is busy; try again shortly")
-        async with self._global, cap_limit:
+        # capability slot first: invokes queued behind a busy capability must not hold global slots
+        async with cap_limit, self._global:
             remaining = ctx.deadline - loop.time()
             if remaining <= 0:
                 raise InvokeError("TIMEOUT", "the invoke deadline passed while it waited in the queue")
