@@ -70,9 +70,27 @@ class LogConfig:
 
 @dataclass
 class TelemetryConfig:
-    textfile: str | None = None
-    metrics_listen: str | None = None
+    textfile: str | None = "/var/lib/prometheus/node-exporter/edgeclaw.prom"  # null turns it off
+    metrics_listen: str | None = None  # e.g. 127.0.0.1:9464; loopback only; off by default
     textfile_interval_s: float = 15.0
+
+    def validate(self) -> None:
+        if self.textfile is not None and not (
+            self.textfile.startswith("/") and self.textfile.endswith(".prom")
+        ):
+            raise ConfigError(
+                "must be an absolute path ending in .prom (node_exporter reads only *.prom)",
+                key="telemetry.textfile",
+            )
+        if self.metrics_listen is not None:
+            from edgeclaw.platform.metrics_http import parse_listen
+
+            try:
+                parse_listen(self.metrics_listen)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key="telemetry.metrics_listen") from None
+        if not 1 <= self.textfile_interval_s <= 3600:
+            raise ConfigError("must be between 1 and 3600 seconds", key="telemetry.textfile_interval_s")
 
 
 @dataclass

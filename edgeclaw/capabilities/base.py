@@ -88,6 +88,11 @@ class NodeServices(Protocol):
         """Close with 1012 and reconnect, e.g. after the declared command surface changed."""
         ...
 
+    def node_snapshot(self) -> dict[str, Any]:
+        """A copy of the node's own state and counters (connection, pairing, reconnects, invokes,
+        capabilities) for device.status and telemetry, so nobody reads the runner's internals."""
+        ...
+
 
 class Capability:
     """Base class: subclasses fill `manifest`, `handlers()`, and override the hooks they need."""

@@ -10,6 +10,7 @@ import time
 from types import ModuleType
 from typing import Any
 
+from edgeclaw import __version__
 from edgeclaw.capabilities.base import Capability
 from edgeclaw.capabilities.registry import load_capability_modules
 from edgeclaw.config import EX_CONFIG, Config, load_config
@@ -19,6 +20,7 @@ from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.logsetup import set_level, setup_logging
 from edgeclaw.platform.state import StateDir, StateError
 from edgeclaw.platform.systemd import Notifier, watchdog_interval
+from edgeclaw.platform.telemetry import Telemetry
 from edgeclaw.typedconfig import ConfigError
 
 log = logging.getLogger("edgeclaw.daemon")
@@ -58,6 +60,15 @@ class Daemon:
         runner = NodeRunner(self.config, identity, self.state, bus=self.bus)
         self.runner = runner
         self.bus.subscribe(self._on_bus)
+        self.telemetry = Telemetry(
+            self.config.core.telemetry,
+            self.bus,
+            node_id=identity.device_id,
+            version=__version__,
+            snapshot=runner.node_snapshot,
+            loop_lag=lambda: self.loop_lag,
+        )
+        self._spawn(self.telemetry.run(), "telemetry")
         await self._apply_capabilities(self.config)
         log.info(
             "EdgeClaw node %s (%s) declaring %d commands: %s",
@@ -139,6 +150,7 @@ class Daemon:
             before = (runner.declared_commands(), runner.declared_caps())
             set_level(new.core.log.level)
             await self._apply_capabilities(new)
+            await self.telemetry.reload(new.core.telemetry)
         except (ConfigError, ValueError) as exc:
             runner.status.reload_error = str(exc)
             log.error("reload failed, keeping the running config: %s", exc)

@@ -169,6 +169,19 @@ class NodeRunner:
             self._spawn(session.close(1012, reason), "reconnect-close")
         self._wake.set()
 
+    def node_snapshot(self) -> dict[str, Any]:
+        status = self.status
+        return {
+            "connection": status.connection,
+            "pairing": status.pairing,
+            "reconnects": status.reconnects,
+            "invokes": self.dispatcher.invoke_count,
+            "invokes_in_flight": self.dispatcher.in_flight,
+            "capabilities": sorted(cap.manifest.name for cap in self.capabilities),
+            "commands": self.declared_commands(),
+            "withheld_commands": list(status.withheld_commands),
+        }
+
     # lifecycle ------------------------------------------------------------------------------------
     def set_capabilities(self, capabilities: list[Capability]) -> None:
         self.capabilities = capabilities
