@@ -23,6 +23,7 @@ SPEED_OF_SOUND = 343.26  # m/s, what gpiozero's DistanceSensor uses
 
 # (pin name, active, wall-clock time) from whatever thread gpiozero calls us on
 EdgeCallback = Callable[[str, bool, float], None]
+_KEPT: list[Any] = []  # outputs left driven in their safe state (see PinHandle.release_keeping_state)
 
 
 class PinFault(Exception):
@@ -174,7 +175,8 @@ class PinHandle:
                         with contextlib.suppress(Exception):
                             setattr(dev, attr, None)
                 self.error = "released"
-                self._kept = dev  # keep a reference so __del__ does not close it
+                dev.close = lambda: None  # __del__ (at exit or collection) would close() it
+                _KEPT.append(dev)
 
 
 def _is_mock(factory: Any) -> bool:
