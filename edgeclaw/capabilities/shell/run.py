@@ -166,9 +166,13 @@ class ShellService:
     # --- events ---------------------------------------------------------------------------------------
     async def _event(self, event: str, payload: dict[str, Any]) -> None:
         try:
-            await self.services.send_event(event, payload, timeout=5.0)
+            reply = await self.services.send_event(event, payload, timeout=5.0)
         except Exception as exc:  # the run's outcome must not depend on the event being delivered
-            log.info("could not send %s: %s", event, exc)
+            log.info("could not send %s (runId %s): %s", event, payload.get("runId"), exc)
+            return
+        log.info(
+            "%s sent (runId %s, reason %s): %s", event, payload.get("runId"), payload.get("reason"), reply
+        )
 
     async def _deny(self, req: Request, reason: str, message: str) -> InvokeError:
         log.warning("system.run denied (%s): %s", reason, req.command_text[:200])
