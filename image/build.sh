@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Build the flashable EdgeClaw arm64 SD-card image (Raspberry Pi 3/3+/4/400/Zero 2 W, CM3/CM4).
+#   image/build.sh [--out DIR] [--no-compress]
+# Env: EDGECLAW_CACHE (cache dir), SNAPSHOT=YYYYMMDDTHHMMSSZ (pin the Debian archive), EXTRA_PACKAGES
+# (comma list, e.g. ffmpeg for USB cameras), ROOT_HEADROOM_MB (free space in the root fs, default 768).
+# Steps: cached base rootfs (image/build-base.sh) -> EdgeClaw wheelhouse -> app layer (venv, units,
+# first-boot files) -> FAT + ext4 partitions made from directories (no loop mounts) -> sfdisk -> zstd.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+OUT=$REPO_DIR/build/image
+COMPRESS=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --out) OUT=$2; shift 2 ;;
+    --no-compress) COMPRESS=; shift ;;
+    *) die "unknown argument $1 (see the header of $0)" ;;
+  esac
+done
+BOOT_MB=256
+ROOT_HEADROOM_MB=${ROOT_HEADROOM_MB:-768}
+T0=$(date +%s)
+declare -a TIMINGS=()
+step() { local now; now=$(date +%s); TIMINGS+=("$(printf '%-22s %4d s' "$1" $(( now - STEP_T )))"); STEP_T=$now; }
+STEP_T=$T0
+
+ensure_host_tools
+ensure_binfmt
+mkdir -p "$OUT" "$CACHE"
+OUT=$(cd "$OUT" && pwd)
+
+# 1. base root filesystem (cached by its package list)
+BASE=$("$IMAGE_DIR/build-base.sh" | tail -n 1)
+step "base rootfs"
+
+# 2. EdgeClaw wheel + aarch64 wheelhouse: the Ansible role's release builder, so the image and an
+#    Ansible deploy install the very same release.
+REL_JSON=$(python3 "$REPO_DIR/ansible/roles/edgeclaw/files/build_release.py" --source "$REPO_DIR" \
+  --out "$CACHE/releases" --target "aarch64-glibc2.36:3.11")
+WHEEL=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["wheel"])' "$REL_JSON")
+HOUSE=$(python3 -c 'import json,sys; print(next(iter(json.loads(sys.argv[1])["wheelhouses"].values())))' "$REL_JSON")
+EXTRAS=$(python3 -c 'import json,sys; print(",".join(json.loads(sys.argv[1])["extras"]))' "$REL_JSON")
+VERSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["release"])' "$REL_JSON")
+step "wheels"
+
+# 3. stage the root filesystem
+WORK=$OUT/work
+ROOTFS=$WORK/rootfs
+rm -rf "$WORK"; mkdir -p "$ROOTFS"
+tar -C "$ROOTFS" --zstd -xpf "$BASE" --numeric-owner --xattrs --xattrs-include='*'
+step "extract base"
+
+# 4. the app layer
+"$IMAGE_DIR/hooks/app-layer.sh" "$ROOTFS" "$WHEEL" "$HOUSE" "$EXTRAS"
+step "app layer"
+
+# 5. manifest: package versions, EdgeClaw version, build time
+NAME=edgeclaw-$VERSION-$SUITE-$ARCH
+python3 "$IMAGE_DIR/manifest.py" "$ROOTFS" --edgeclaw "$VERSION" --base "$(basename "$BASE")" \
+  --suite "$SUITE" --snapshot "${SNAPSHOT:-}" > "$OUT/$NAME.manifest.json"
+
+# 6. partitions from directories, then the disk image (nothing is mounted)
+FAT=$WORK/firmware
+mkdir -p "$FAT"
+cp -a "$ROOTFS/boot/firmware/." "$FAT/"
+find "$ROOTFS/boot/firmware" -mindepth 1 -delete
+install -m 0644 "$IMAGE_DIR/edgeclaw.yaml.example" "$FAT/edgeclaw.yaml.example"
+sed -i 's|root=[^ ]*|root=LABEL=rootfs|; s|$| rootwait|; s|rootwait rootwait|rootwait|' "$FAT/cmdline.txt"
+rm -f "$WORK/boot.img"
+mkfs.vfat -C -F 32 -n RASPIFIRM "$WORK/boot.img" $(( BOOT_MB * 1024 )) >/dev/null
+mcopy -s -p -m -i "$WORK/boot.img" "$FAT"/* ::
+used_mb=$(( $(du -s --block-size=1M "$ROOTFS" | cut -f1) ))
+ROOT_MB=$(( (used_mb * 115 / 100 + ROOT_HEADROOM_MB + 3) / 4 * 4 ))
+E2_OPTS=(-q -t ext4 -L rootfs -m 1 -d "$ROOTFS")
+if [ -n "$SNAPSHOT" ]; then
+  E2_OPTS+=(-U "$(python3 -c 'import uuid,sys; print(uuid.uuid5(uuid.NAMESPACE_URL, sys.argv[1]))' "$NAME")" -E hash_seed=00000000-0000-0000-0000-000000000000)
+fi
+rm -f "$WORK/root.img"
+mke2fs "${E2_OPTS[@]}" "$WORK/root.img" "${ROOT_MB}M"
+IMG=$OUT/$NAME.img
+rm -f "$IMG"
+truncate -s $(( (4 + BOOT_MB + ROOT_MB) * 1024 * 1024 )) "$IMG"
+sfdisk -q "$IMG" <<EOF
+label: dos
+label-id: 0x$(printf '%s' "$NAME" | sha256sum | cut -c1-8)
+unit: sectors
+start=$(( 4 * 2048 )), size=$(( BOOT_MB * 2048 )), type=c, bootable
+start=$(( (4 + BOOT_MB) * 2048 )), size=$(( ROOT_MB * 2048 )), type=83
+EOF
+dd if="$WORK/boot.img" of="$IMG" bs=1M seek=4 conv=notrunc,sparse status=none
+dd if="$WORK/root.img" of="$IMG" bs=1M seek=$(( 4 + BOOT_MB )) conv=notrunc,sparse status=none
+rm -f "$WORK/boot.img" "$WORK/root.img"
+# the nspawn test boots this same tree; put the firmware files back where the FAT partition mounts
+cp -a "$FAT/." "$ROOTFS/boot/firmware/"
+step "assemble"
+
+# 7. compress and checksum
+if [ -n "$COMPRESS" ]; then
+  rm -f "$IMG.zst"
+  zstd -q -T2 -10 -k "$IMG" -o "$IMG.zst"
+  (cd "$OUT" && sha256sum "$NAME.img.zst" > "$NAME.img.zst.sha256")
+  step "compress"
+fi
+(cd "$OUT" && sha256sum "$NAME.img" > "$NAME.img.sha256")
+ln -sfn "$NAME.img" "$OUT/edgeclaw.img"
+ln -sfn "$NAME.manifest.json" "$OUT/edgeclaw.manifest.json"
+
+echo "== image build timings"
+for t in "${TIMINGS[@]}"; do echo "  $t"; done
+echo "  total                  $(( $(date +%s) - T0 )) s"
+ls -l --block-size=M "$OUT"/"$NAME".* | awk '{print "  " $5 "  " $9}'
+echo "$IMG"

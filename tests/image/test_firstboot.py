@@ -1,0 +1,214 @@
+"""`edgeclaw firstboot` as the image's first-boot unit runs it, against a scratch root directory:
+a good edgeclaw.yaml becomes a configured node and leaves no secret on the FAT partition; a bad
+one changes nothing and says where the problem is."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeclaw.cli import main
+from edgeclaw.config import parse_config
+from edgeclaw.platform.state import StateDir
+
+ROOT_DIR = Path(__file__).resolve().parents[2]
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd3BTA0tGRBNdDU0GJ8vHzwzYVbMp1ZRDHgp3hxLfyi me@laptop"
+TOKEN = "gw-secret-token-4b1d"
+PASSPHRASE = "correct horse battery"
+
+
+def setup_code(url: str = "ws://192.168.1.20:18789", token: str = "boot-strap-7e57") -> str:
+    body = json.dumps({"url": url, "bootstrapToken": token}).encode()
+    return "oc-pair://" + base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def run_cli(source: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a child process (as the unit runs it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT_DIR)}
+    return subprocess.run(
+        [sys.executable, "-m", "edgeclaw", "firstboot", "--root", str(root), *extra, str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def run(source: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The same command line through edgeclaw.cli.main in this process (fast)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["firstboot", "--root", str(root), *extra, str(source)])
+    return subprocess.CompletedProcess([], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def card(tmp_path: Path) -> tuple[Path, Path]:
+    """(FAT partition dir, target root) with the bits of a Debian root the command touches."""
+    fat = tmp_path / "firmware"
+    root = tmp_path / "root"
+    fat.mkdir()
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tedgeclaw\n")
+    (root / "etc/hostname").write_text("edgeclaw\n")
+    return fat, root
+
+
+def files_text(root: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file())
+
+
+def test_good_file_configures_the_node_and_leaves_no_secret_on_fat(card: tuple[Path, Path]) -> None:
+    fat, root = card
+    doc = {
+        "gateway": {"url": "wss://gw.example.net:18789", "token": TOKEN},
+        "node": {"display_name": "Garage Pi #2"},
+        "wifi": {"ssid": "Home Net", "psk": PASSPHRASE, "country": "gb"},
+        "ssh": {"authorized_keys": [SSH_KEY]},
+        "log": {"level": "debug"},
+        "gpio": {"enabled": True, "pins": {"relay": {"pin": "GPIO17", "kind": "output", "safe_state": 0}}},
+    }
+    source = fat / "edgeclaw.yaml"
+    source.write_text(yaml.safe_dump(doc))
+    proc = run_cli(source, root)
+    assert proc.returncode == 0, proc.stderr
+    # the FAT partition: file gone, a report that names what happened and holds no secret
+    assert not source.exists()
+    report = (fat / "edgeclaw-firstboot.txt").read_text()
+    assert "Applied" in report and "garage-pi-2" in report
+    assert TOKEN not in report and PASSPHRASE not in report and TOKEN not in proc.stderr
+    # secrets are 0600 files on the root
+    token_file = root / "etc/edgeclaw/gateway.token"
+    assert token_file.read_text().strip() == TOKEN
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    wpa = root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
+    assert stat.S_IMODE(wpa.stat().st_mode) == 0o600
+    assert "country=GB" in wpa.read_text() and PASSPHRASE not in files_text(root)
+    assert f"ssid={b'Home Net'.hex()}" in wpa.read_text()
+    assert (root / "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service").is_symlink()
+    # identity, hostname, SSH key
+    identity = StateDir(root / "var/lib/edgeclaw").load_identity()
+    assert f"device id {identity.device_id}" in report
+    assert stat.S_IMODE((root / "var/lib/edgeclaw").stat().st_mode) == 0o700
+    assert (root / "etc/hostname").read_text() == "garage-pi-2\n"
+    assert "127.0.1.1\tgarage-pi-2" in (root / "etc/hosts").read_text()
+    assert (root / "root/.ssh/authorized_keys").read_text().strip() == SSH_KEY
+    # the written config is one the daemon accepts, and points at the token file, not the token
+    text = (root / "etc/edgeclaw/config.yaml").read_text()
+    assert TOKEN not in text
+    config = parse_config(text, env={"EDGECLAW_GATEWAY_TOKEN": TOKEN})
+    assert config.gateway.url == "wss://gw.example.net:18789"
+    assert config.gateway.token_file == "/etc/edgeclaw/gateway.token"
+    assert config.node.display_name == "Garage Pi #2"
+    assert config.core.log.level == "debug"
+    assert "relay" in config.capabilities["gpio"].pins
+
+
+def test_setup_code_carries_the_url_and_is_stored_0600(card: tuple[Path, Path]) -> None:
+    fat, root = card
+    code = setup_code()
+    source = fat / "edgeclaw.yaml"
+    source.write_text(f'gateway:\n  setup_code: "{code}"\nhostname: shed\n')
+    proc = run(source, root)
+    assert proc.returncode == 0, proc.stderr
+    stored = root / "var/lib/edgeclaw/setup-code"
+    assert stored.read_text().strip() == code
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    config = yaml.safe_load((root / "etc/edgeclaw/config.yaml").read_text())
+    assert config["gateway"] == {
+        "url": "ws://192.168.1.20:18789",
+        "setup_code_file": "/var/lib/edgeclaw/setup-code",
+    }
+    assert (root / "etc/hostname").read_text() == "shed\n"
+    assert code not in (fat / "edgeclaw-firstboot.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("gateway:\n  url: http://gw:18789\n  token: x\n", ":2: gateway.url: must be a ws:// or wss:// URL"),
+        (
+            "gateway:\n  url: ws://10.0.0.2:1\n  token: a\n  setup_code: b\n",
+            "gateway: give either token or setup_code",
+        ),
+        ("gateway:\n  url: ws://10.0.0.2:1\n", "gateway: needs token or setup_code"),
+        ('gateway:\n  setup_code: "oc-pair://bm9wZQ"\n', ":2: gateway.setup_code: not a setup code"),
+        (
+            "gateway:\n  url: ws://10.0.0.2:1\n  token: t\nwifi:\n  ssid: x\n  psk: short\n  country: DE\n",
+            ":6: wifi.psk: a WPA passphrase is 8 to 63",
+        ),
+        (
+            "gateway:\n  url: ws://10.0.0.2:1\n  token: t\nwifi:\n  ssid: x\n  psk: longenough\n",
+            ":4: wifi.country: is required",
+        ),
+        (
+            "gateway:\n  url: ws://10.0.0.2:1\n  token: t\nssh:\n  authorized_keys:\n    - not a key\n",
+            ":6: ssh.authorized_keys[0]: not an OpenSSH public key",
+        ),
+        (
+            "gateway:\n  url: ws://10.0.0.2:1\n  token: t\ncamra:\n  enabled: true\n",
+            ":4: camra: unknown section",
+        ),
+        (
+            "gateway:\n  url: ws://10.0.0.2:1\n  token: t\ngpio:\n  enabled: true\n  pins:\n    r:\n      pin: BOARD2\n",
+            "gpio.pins",
+        ),
+        ("gateway:\n  url: ws://10.0.0.2:1\n  token: t\nhostname: -bad-\n", ":4: hostname: letters, digits"),
+        ("gateway: [oops\n", "not valid YAML"),
+        ("", "the file is empty"),
+    ],
+)
+def test_bad_file_changes_nothing_and_says_where(card: tuple[Path, Path], body: str, where: str) -> None:
+    fat, root = card
+    source = fat / "edgeclaw.yaml"
+    source.write_text(body)
+    before = sorted(str(p) for p in root.rglob("*"))
+    proc = run(source, root)
+    assert proc.returncode == 78, proc.stderr
+    assert where in proc.stderr
+    assert "the EdgeClaw node will not start" in proc.stderr
+    assert sorted(str(p) for p in root.rglob("*")) == before  # nothing written
+    assert source.read_text() == body  # left for the user to fix
+    assert where in (fat / "edgeclaw-firstboot.txt").read_text()
+
+
+def test_check_validates_without_changing_anything(card: tuple[Path, Path]) -> None:
+    fat, root = card
+    source = fat / "edgeclaw.yaml"
+    source.write_text(
+        f"gateway:\n  url: ws://10.0.0.2:18789\n  token: {TOKEN}\nnode:\n  display_name: Barn\n"
+    )
+    proc = run(source, root, "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert "gateway: ws://10.0.0.2:18789 (token)" in proc.stdout and "hostname: barn" in proc.stdout
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert (
+        source.exists()
+        and not (root / "etc/edgeclaw").exists()
+        and not (fat / "edgeclaw-firstboot.txt").exists()
+    )
+
+
+def test_example_in_the_image_is_valid_once_filled_in(card: tuple[Path, Path]) -> None:
+    """The shipped example, with only its placeholder secret replaced, passes as it is."""
+    fat, root = card
+    example = (ROOT_DIR / "image/edgeclaw.yaml.example").read_text()
+    source = fat / "edgeclaw.yaml"
+    source.write_text(example)
+    proc = run(source, root, "--check")
+    assert proc.returncode == 78 and "gateway.setup_code" in proc.stderr  # the placeholder is not a code
+    source.write_text(example.replace("oc-pair://PASTE-THE-SETUP-CODE-HERE", setup_code()))
+    proc = run(source, root, "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert "display name: Garage Pi" in proc.stdout and "hostname: garage-pi" in proc.stdout
