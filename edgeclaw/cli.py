@@ -14,7 +14,7 @@ from edgeclaw import __version__
 from edgeclaw.config import resolve_config_path
 
 # Modules that add subcommands: each has `register(subparsers)` and sets `func` on its parsers.
-EXTRA_COMMAND_MODULES = ("edgeclaw.doctor", "edgeclaw.capabilities.gpio.cli")
+EXTRA_COMMAND_MODULES = ("edgeclaw.doctor", "edgeclaw.capabilities.gpio.cli", "edgeclaw.firstboot")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
