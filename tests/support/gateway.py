@@ -131,7 +131,7 @@ class Gateway:
         }
         (self.run_dir / "openclaw.json").write_text(json.dumps(config, indent=1))
 
-    def start(self, timeout: float = 120.0) -> float:
+    def start(self, timeout: float = 240.0) -> float:
         """Start and wait until /readyz answers 200; returns the seconds it took."""
         if not (self.run_dir / "openclaw.json").exists():
             self.write_config()
@@ -205,7 +205,7 @@ class Gateway:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of our own group only
         self.proc = None
 
-    def restart(self, timeout: float = 120.0) -> float:
+    def restart(self, timeout: float = 240.0) -> float:
         self.stop()
         return self.start(timeout)
 
