@@ -113,7 +113,7 @@ def test_fresh_node_pairs_through_both_approvals_and_serves(gateway: Gateway, tm
         )
         assert "pairing required" not in node.log()
         assert not [p for p in gateway.pending_devices() if p.get("deviceId") == device_id]
-        status = [n for n in gateway.nodes_status() if n.get("nodeId") == device_id][0]
+        status = next(n for n in gateway.nodes_status() if n.get("nodeId") == device_id)
         assert status["connected"] is True and status["approvalState"] == "approved"
         assert status["displayName"] == "Garage Pi" and "system.which" in status["commands"]
         out = gateway.cli_json(
@@ -184,7 +184,7 @@ def test_setup_code_pairs_without_any_operator_step(gateway: Gateway, tmp_path: 
     assert (tmp_path / "state" / "device-token.json").exists()
     assert not (tmp_path / "state" / "setup-code").exists()  # single-use secret removed after use
     device_id = json.loads((tmp_path / "state" / "identity.json").read_text())["deviceId"]
-    assert [n for n in gateway.nodes_status() if n.get("nodeId") == device_id][0][
+    assert next(n for n in gateway.nodes_status() if n.get("nodeId") == device_id)[
         "approvalState"
     ] == "approved"
 
