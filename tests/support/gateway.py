@@ -133,8 +133,7 @@ class Gateway:
 
     def start(self, timeout: float = 240.0) -> float:
         """Start and wait until /readyz answers 200; returns the seconds it took."""
-        if not (self.run_dir / "openclaw.json").exists():
-            self.write_config()
+        self.write_config()
         stdout = open(self.run_dir / "gateway.stdout", "ab")  # noqa: SIM115
         started = time.monotonic()
         self.proc = subprocess.Popen(
