@@ -298,3 +298,35 @@ async def test_signal_exit_is_reported_like_a_shell(tmp_path: Path) -> None:
         grace=0.3,
     )
     assert result.exit_code == 128 + signal.SIGTERM and not result.success
+
+
+async def test_ask_fallback_applies_the_fallback_policy(tmp_path: Path) -> None:
+    h, _ = await make(tmp_path)
+    plan = (await h["system.run.prepare"](ctx({"command": ["uname", "-s"]})))["plan"]
+    params = {"command": plan["argv"], "systemRunPlan": plan, "approvalSource": "ask-fallback"}
+    with pytest.raises(InvokeError) as exc:  # default askFallback: deny
+        await h["system.run"](ctx(params))
+    assert exc.value.message == "SYSTEM_RUN_DISABLED: security=deny"
+    get = await h["system.execApprovals.get"](ctx({}))
+    await h["system.execApprovals.set"](
+        ctx(
+            {
+                "file": {
+                    "version": 1,
+                    "defaults": {"askFallback": "allowlist"},
+                    "agents": {"*": {"allowlist": ["uname"]}},
+                },
+                "baseHash": get["hash"],
+            }
+        )
+    )
+    for argv, expect in ((["uname", "-s"], "Linux\n"), (["date", "+%Y"], None)):
+        plan = (await h["system.run.prepare"](ctx({"command": argv})))["plan"]
+        params = {"command": plan["argv"], "systemRunPlan": plan, "approvalSource": "ask-fallback"}
+        if expect:
+            assert (await h["system.run"](ctx(params)))["stdout"] == expect
+        else:  # no operator answer and not allowlisted: a miss, never a silent run
+            with pytest.raises(InvokeError, match="allowlist miss"):
+                await h["system.run"](ctx(params))
+    with pytest.raises(InvokeError, match="cannot be combined"):
+        await h["system.run"](ctx({**params, "approved": True}))

@@ -50,6 +50,7 @@ class Request:
     approved: bool
     decision: str | None
     plan: dict[str, Any] | None
+    ask_fallback: bool = False  # the operator did not answer in time: the askFallback policy decides
 
 
 def _opt_str(value: Any, name: str) -> str | None:
@@ -105,8 +106,11 @@ def parse_request(params: dict[str, Any]) -> Request:
     decision = params.get("approvalDecision")
     if decision is not None and decision not in ("allow-once", "allow-always"):
         raise InvokeError("INVALID_REQUEST", "approvalDecision must be allow-once or allow-always")
-    if params.get("approvalSource") is not None:
-        raise InvokeError("INVALID_REQUEST", "approvalSource is not supported by this node")
+    source = params.get("approvalSource")
+    if source is not None and source != "ask-fallback":
+        raise InvokeError("INVALID_REQUEST", "approvalSource invalid")
+    if source is not None and (params.get("approved") is not None or decision is not None):
+        raise InvokeError("INVALID_REQUEST", "approvalSource cannot be combined with explicit approval")
     approved = params.get("approved") is True
     plan = params.get("systemRunPlan")
     if plan is not None and not isinstance(plan, dict):
@@ -125,8 +129,9 @@ def parse_request(params: dict[str, Any]) -> Request:
         approved=approved or decision is not None,
         decision=decision or ("allow-once" if approved else None),
         plan=plan,
+        ask_fallback=source == "ask-fallback",
     )
-    if req.approved:
+    if req.approved or req.ask_fallback:
         p = plan or {}
         if not (
             p.get("argv") == argv
@@ -248,11 +253,14 @@ class ShellService:
         snap = await self._load()
         policy = ap.resolve(snap.file, req.agent_id)
         current = policy.snapshot()
-        if req.approved and not ap.snapshot_is_current((req.plan or {}).get("policySnapshot"), current):
+        delayed = req.approved or req.ask_fallback
+        if delayed and not ap.snapshot_is_current((req.plan or {}).get("policySnapshot"), current):
             raise Denied(
                 "approval-required", f"{DENIED}: exec approval policy changed; request approval again"
             )
         security, ask = policy.security, policy.ask
+        if req.ask_fallback:
+            security, ask = ap.min_security(security, policy.ask_fallback), "off"
         analysis = analyze(req.argv, req.cwd, self._path_env(req.env_overrides))
         used: list[tuple[ap.Rule, Any]] = []
         satisfied = False
