@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 log = logging.getLogger("edgeclaw.systemd")
 
@@ -13,16 +14,21 @@ class Notifier:
 
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
-        self._notifier = None
+        self._sock: socket.socket | None = None
         self._last_status: str | None = None
         if self.enabled:
-            import sdnotify
-
-            self._notifier = sdnotify.SystemdNotifier()
+            addr = os.environ["NOTIFY_SOCKET"]
+            self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     def send(self, *lines: str) -> None:
-        if self._notifier is not None:
-            self._notifier.notify("\n".join(lines))
+        # UTF-8, as systemd requires: sdnotify encoded latin-1, so systemd dropped every STATUS= with a
+        # "·" ("not UTF-8 clean") and a non-latin-1 display name silently lost READY=1 itself
+        if self._sock is not None:
+            try:
+                self._sock.sendto("\n".join(lines).encode("utf-8", "replace"), self._addr)
+            except OSError as exc:
+                log.debug("sd_notify failed: %s", exc)
 
     def ready(self, status: str | None = None) -> None:
         self.send("READY=1", *([f"STATUS={status}"] if status else []))
