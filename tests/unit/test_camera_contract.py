@@ -197,13 +197,20 @@ async def test_cancel_kills_the_capture_process(camera: CameraCapability) -> Non
 async def test_deadline_kills_a_hung_capture(camera: CameraCapability) -> None:
     before = children()
     started = time.monotonic()
-    task = asyncio.create_task(call(camera, "camera.clip", {"durationMs": 2000}, timeout=2.4))
+    task = asyncio.create_task(call(camera, "camera.snap", {"delayMs": 8000}, timeout=1.5))
     pid = await wait_child(before)
     with pytest.raises(InvokeError) as info:
         await asyncio.wait_for(task, 10)
     assert info.value.code == "TIMEOUT"
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 1.5, "the error must leave before the gateway stops waiting"
     assert not alive(pid)
+
+
+async def test_a_clip_longer_than_the_deadline_is_refused_up_front(camera: CameraCapability) -> None:
+    before = children()
+    err = await coded(camera, "camera.clip", {"durationMs": 5000}, timeout=3)
+    assert err.code == "INVALID_REQUEST" and "timeout" in err.message
+    assert set(children()) <= set(before)
 
 
 async def test_busy_device_queues_then_refuses(camera: CameraCapability) -> None:

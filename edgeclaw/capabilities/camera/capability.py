@@ -241,8 +241,6 @@ class CameraCapability(Capability):
         req = parse_snap(ctx.params, self.config.default_delay_ms)
         self._check_capture()
         backend, device = await self._resolve(req.device_id, req.facing)
-        if ctx.remaining() - DEADLINE_MARGIN_S < req.delay_ms / 1000:
-            raise InvokeError("INVALID_REQUEST", f"delayMs {req.delay_ms} does not fit in the invoke timeout")
         budget = self._budget(ctx)
         with self._workdir() as work:
             async with self._hold(device, ctx):
