@@ -3,7 +3,7 @@
 #   image/build.sh [--out DIR] [--no-compress]
 # Env: EDGECLAW_CACHE (cache dir), SNAPSHOT=YYYYMMDDTHHMMSSZ (pin the Debian archive), EXTRA_PACKAGES
 # (comma list, e.g. ffmpeg for USB cameras), ROOT_HEADROOM_MB (free space in the root fs, default 768).
-# Steps: cached base rootfs (image/build-base.sh) -> EdgeClaw wheelhouse -> app layer (venv, units,
+# Steps: cached base rootfs (image/build-base.sh) -> aarch64 wheelhouse (image/wheels.py) -> app layer (venv, units,
 # first-boot files) -> FAT + ext4 partitions made from directories (no loop mounts) -> sfdisk -> zstd.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -32,14 +32,11 @@ OUT=$(cd "$OUT" && pwd)
 BASE=$("$IMAGE_DIR/build-base.sh" | tail -n 1)
 step "base rootfs"
 
-# 2. EdgeClaw wheel + aarch64 wheelhouse: the Ansible role's release builder, so the image and an
-#    Ansible deploy install the very same release.
-REL_JSON=$(python3 "$REPO_DIR/ansible/roles/edgeclaw/files/build_release.py" --source "$REPO_DIR" \
-  --out "$CACHE/releases" --target "aarch64-glibc2.36:3.11")
-WHEEL=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["wheel"])' "$REL_JSON")
-HOUSE=$(python3 -c 'import json,sys; print(next(iter(json.loads(sys.argv[1])["wheelhouses"].values())))' "$REL_JSON")
+# 2. EdgeClaw's wheel (every build) + the aarch64 wheelhouse of its dependencies (cached by their list)
+REL_JSON=$(python3 "$IMAGE_DIR/wheels.py" --source "$REPO_DIR" --cache "$CACHE" --out "$OUT/wheel")
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$REL_JSON" "$1"; }
+WHEEL=$(field wheel); HOUSE=$(field wheelhouse); VERSION=$(field version)
 EXTRAS=$(python3 -c 'import json,sys; print(",".join(json.loads(sys.argv[1])["extras"]))' "$REL_JSON")
-VERSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["release"])' "$REL_JSON")
 step "wheels"
 
 # 3. stage the root filesystem
@@ -64,7 +61,7 @@ mkdir -p "$FAT"
 cp -a "$ROOTFS/boot/firmware/." "$FAT/"
 find "$ROOTFS/boot/firmware" -mindepth 1 -delete
 install -m 0644 "$IMAGE_DIR/edgeclaw.yaml.example" "$FAT/edgeclaw.yaml.example"
-sed -i 's|root=[^ ]*|root=LABEL=rootfs|; s|$| rootwait|; s|rootwait rootwait|rootwait|' "$FAT/cmdline.txt"
+grep -q 'root=LABEL=rootfs .*rootwait' "$FAT/cmdline.txt" || die "cmdline.txt does not boot LABEL=rootfs: $(cat "$FAT/cmdline.txt")"
 rm -f "$WORK/boot.img"
 mkfs.vfat -C -F 32 -n RASPIFIRM "$WORK/boot.img" $(( BOOT_MB * 1024 )) >/dev/null
 mcopy -s -p -m -i "$WORK/boot.img" "$FAT"/* ::

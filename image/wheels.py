@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""EdgeClaw's wheel plus an aarch64 (glibc 2.36, CPython 3.11 = bookworm) wheelhouse of its
+dependencies, for `pip install --no-index` inside the image's arm64 root.
+
+The dependency wheelhouse is cached by the dependency list, so a build that only changes EdgeClaw
+re-downloads nothing; EdgeClaw's own (pure Python) wheel is built every time (a few seconds).
+Prints JSON: {"wheel", "wheelhouse", "version", "extras"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+PYVER = "3.11"
+PLATFORMS = [f"manylinux_2_{m}_aarch64" for m in range(36, 16, -1)] + ["manylinux2014_aarch64", "linux_aarch64"]
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=900, check=False,
+        env={"PIP_DISABLE_PIP_VERSION_CHECK": "1", "SOURCE_DATE_EPOCH": "315532800", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+def download(requirements: list[str], dest: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
+           "--python-version", PYVER, "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none"]  # fmt: skip
+    for tag in PLATFORMS:
+        cmd += ["--platform", tag]
+    cmd += ["--platform", "any", "--find-links", str(dest), *requirements]
+    for _ in range(10):
+        proc = run(cmd)
+        if proc.returncode == 0:
+            return
+        missing = re.search(r"No matching distribution found for (\S+)", proc.stderr)
+        if not missing:
+            break
+        # published only as an sdist (sdnotify): build it here, accept it only if it is pure Python
+        with tempfile.TemporaryDirectory() as tmp:
+            built = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-binary", ":all:",
+                         "-w", tmp, missing.group(1)])  # fmt: skip
+            wheels = list(Path(tmp).glob("*.whl"))
+            if built.returncode != 0 or not wheels or not all(w.name.endswith("-none-any.whl") for w in wheels):
+                raise SystemExit(f"{missing.group(1)}: no aarch64 wheel and not pure Python\n{built.stderr[-2000:]}")
+            for w in wheels:
+                shutil.move(str(w), dest / w.name)
+    raise SystemExit(f"pip download failed:\n{proc.stderr[-3000:]}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--out", required=True, help="where EdgeClaw's wheel goes")
+    args = ap.parse_args()
+    src = Path(args.source).resolve()
+    project = tomllib.loads((src / "pyproject.toml").read_text())["project"]
+    extras = sorted(k for k in project.get("optional-dependencies", {}) if k != "test")
+    reqs = list(project.get("dependencies", [])) + [
+        r for k in extras for r in project["optional-dependencies"][k]
+    ]
+    key = hashlib.sha256(json.dumps([reqs, PYVER, PLATFORMS]).encode()).hexdigest()[:16]
+    house = Path(args.cache) / f"image-wheelhouse-{key}"
+    if not (house / ".complete").exists():
+        shutil.rmtree(house, ignore_errors=True)
+        house.mkdir(parents=True)
+        download(reqs, house)
+        (house / ".complete").touch()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:  # a clean copy: no build/ or egg-info litter in the tree
+        copy = Path(tmp) / "src"
+        shutil.copytree(src, copy, ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", "tests", "image", "ansible", "*.egg-info", "__pycache__", ".*_cache"))  # fmt: skip
+        proc = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
+                    str(copy)])  # fmt: skip
+        if proc.returncode != 0:
+            proc = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(copy)])
+        if proc.returncode != 0:
+            raise SystemExit(f"building the EdgeClaw wheel failed:\n{proc.stderr[-3000:]}")
+    wheel = next(out.glob("edgeclaw-*.whl"))
+    files = sorted(p for p in (src / "edgeclaw").rglob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
+    print(json.dumps({"wheel": str(wheel), "wheelhouse": str(house), "extras": extras,
+                      "version": f"{project['version']}-{digest}"}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
