@@ -487,6 +487,7 @@ class NodeRunner:
             await asyncio.wait(tasks, timeout=2.0)
 
     async def _after_connect(self) -> None:
+        known_approved = self.status.pairing == "approved"
         await self.publish_tools()
         for cap in self.capabilities:
             try:
@@ -494,6 +495,9 @@ class NodeRunner:
             except Exception:
                 log.exception("%s: on_session_ready failed", cap.manifest.name)
         await self._check_surface()
+        if not known_approved and self.status.pairing == "approved":
+            # An empty echo means "pending" or "withheld"; only now (approved) can publish_tools tell which.
+            await self.publish_tools()
 
     async def _check_surface(self) -> None:
         """Learn whether the command surface is approved; the gateway names the pending request only in a
