@@ -94,6 +94,11 @@ async def kill_group(proc: asyncio.subprocess.Process, pgid: int, grace: float) 
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
     await proc.wait()
+    # SIGKILL is asynchronous: wait (bounded) until every member has died and been reaped, so the
+    # caller's result never arrives while a piece of the group still exists
+    end = loop.time() + 2.0
+    while group_alive(pgid) and loop.time() < end:
+        await asyncio.sleep(0.02)
 
 
 def _launch_error(exc: OSError, cwd: str | None) -> str:
