@@ -113,6 +113,7 @@ class NodeRunner:
         self._instance_id = state.instance_id()
         self._model = read_model_identifier()
         self._published_tool_commands: set[str] = set()
+        self._last_withheld_logged: list[str] | None = None
         self._reconnect_reason: str | None = None
         self.next_attempt_at: float | None = None
         self.pairing = state.load_pairing()
@@ -577,10 +578,12 @@ class NodeRunner:
             self._report_withheld(sorted(self._published_tool_commands))
 
     def _report_withheld(self, withheld: list[str]) -> None:
+        changed = withheld != self._last_withheld_logged
+        self._last_withheld_logged = withheld
         self.status.withheld_commands = withheld
         self.pairing.withheld_commands = withheld
         self._save_pairing()
-        if withheld:
+        if withheld and changed:  # once per distinct set, not on every reconnect
             allow = json.dumps(sorted(set(withheld)))
             log.error(
                 "the gateway withholds %s (not in its command allowlist); on the gateway run: "
