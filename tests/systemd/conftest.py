@@ -28,6 +28,22 @@ RestartSec=1
 """
 
 
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    """A measured figure: printed now and again in the terminal summary (CI logs show it without -s)."""
+    FIGURES.append(line)
+    print(f"\n[systemd] {line}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("systemd tier: measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/systemd/" in str(item.fspath):
@@ -47,7 +63,7 @@ def installed(sd_ready: None, tmp_path_factory: pytest.TempPathFactory) -> list[
     base = nspawn.rootfs()
     t0 = time.monotonic()
     layer = nspawn.install_layer(base, tmp_path_factory.mktemp("install"))
-    print(f"\n[systemd] EdgeClaw installed into the rootfs in {time.monotonic() - t0:.1f} s")
+    report(f"EdgeClaw installed into the rootfs in {time.monotonic() - t0:.1f} s")
     return [layer, base]
 
 
@@ -78,7 +94,7 @@ class World:
     def _start(self) -> None:
         try:
             took = self.gw.start(GATEWAY_START_S)
-            print(f"\n[systemd] gateway ready in {took:.1f} s")
+            report(f"gateway ready in {took:.1f} s")
         except BaseException as exc:  # reported by ready()
             self.errors.append(exc)
 
@@ -138,7 +154,7 @@ def sd_node(sd_world: World, installed: list[Path]) -> Iterator[Node]:
     ct = nspawn.Container(installed)
     try:
         took = ct.boot()
-        print(f"\n[systemd] container booted to multi-user in {took:.2f} s")
+        report(f"container booted to multi-user in {took:.2f} s")
         gw = sd_world.ready()
         code = setup_code(gw)
         t0 = time.monotonic()
@@ -148,7 +164,7 @@ def sd_node(sd_world: World, installed: list[Path]) -> Iterator[Node]:
             timeout=90,
         )
         assert "paired and approved" in out.stdout, out.stdout
-        print(f"[systemd] `edgeclaw pair` with a setup code: {time.monotonic() - t0:.1f} s")
+        report(f"`edgeclaw pair` with a setup code: {time.monotonic() - t0:.1f} s")
         ct.write("/etc/systemd/system/edgeclaw.service.d/test.conf", TEST_DROPIN)
         ct.exec(["systemctl", "daemon-reload"])
         node = Node(ct, gw)
@@ -156,7 +172,7 @@ def sd_node(sd_world: World, installed: list[Path]) -> Iterator[Node]:
         t0 = time.monotonic()
         ct.exec(["systemctl", "enable", "--now", "edgeclaw"], timeout=60)
         node.wait_connected(60)
-        print(f"[systemd] systemctl enable --now -> connected: {time.monotonic() - t0:.2f} s")
+        report(f"systemctl enable --now -> connected: {time.monotonic() - t0:.2f} s")
         yield node
     except BaseException:
         print(ct.console())

@@ -11,7 +11,7 @@ import time
 import yaml
 
 from tests.support.gateway import Operator, invoke_payload, wait_for
-from tests.systemd.conftest import NODE_NAME, Node
+from tests.systemd.conftest import NODE_NAME, Node, report
 
 
 async def test_running_connected_and_invokable(sd_node: Node) -> None:
@@ -46,7 +46,7 @@ def test_watchdog_restarts_a_hung_node_which_reconnects_without_pairing(sd_node:
     journal_before = sd_node.journal()
     sd_node.ct.exec(["kill", "-STOP", pid])
     after, took = _restarted(sd_node, before, "watchdog")
-    print(f"\n[systemd] watchdog: SIGSTOP -> Watchdog timeout -> restart -> connected again in {took:.2f} s "
+    report(f"watchdog: SIGSTOP -> Watchdog timeout -> restart -> connected again in {took:.2f} s "
           f"(WatchdogSec=4, RestartSec=1)")
     new = sd_node.journal()[len(journal_before):]
     assert "Watchdog timeout" in new
@@ -99,7 +99,7 @@ async def test_broken_config_on_reload_keeps_the_old_one(sd_node: Node) -> None:
     sd_node.ct.exec(["systemctl", "reload", "edgeclaw"])
     status = wait_for(lambda: (t := sd_node.status_text()).startswith("reload failed") and t, 20,
                       what="STATUS= saying the reload failed")
-    print(f"\n[systemd] STATUS after a broken reload: {status}")
+    report(f"STATUS after a broken reload: {status}")
     assert "max_concurrent_invokes" in status and "connected to" in status
     s = sd_node.show()
     assert s["ActiveState"] == "active" and s["MainPID"] == before["MainPID"]
@@ -110,11 +110,31 @@ async def test_broken_config_on_reload_keeps_the_old_one(sd_node: Node) -> None:
     wait_for(lambda: sd_node.status_text().startswith("connected to"), 20, what="STATUS= clean again")
 
 
+def test_start_with_the_gateway_unreachable_is_ready_and_says_so(sd_node: Node) -> None:
+    dropin = "/etc/systemd/system/edgeclaw.service.d/outage.conf"
+    sd_node.ct.write(dropin, "[Service]\nEnvironment=EDGECLAW_GATEWAY_URL=ws://127.0.0.1:9\n")
+    sd_node.ct.exec(["systemctl", "daemon-reload"])
+    try:
+        t0 = time.monotonic()
+        sd_node.ct.exec(["systemctl", "restart", "edgeclaw"], timeout=60)  # returns once READY=1 arrived
+        ready_s = time.monotonic() - t0
+        status = wait_for(lambda: (t := sd_node.status_text()).startswith("gateway unreachable") and t, 20,
+                          what="STATUS= saying the gateway is unreachable")
+        report(f"start with no gateway: READY after {ready_s:.2f} s; STATUS: {status}")
+        assert sd_node.show()["SubState"] == "running"
+        assert "retry in" in status and "(attempt" in status
+    finally:
+        sd_node.ct.exec(["rm", "-f", dropin])
+        sd_node.ct.exec(["systemctl", "daemon-reload"])
+        sd_node.ct.exec(["systemctl", "restart", "edgeclaw"], timeout=60)
+    sd_node.wait_connected(60)
+
+
 def test_sigkill_restarts_and_reconnects(sd_node: Node) -> None:
     before = sd_node.show()
     sd_node.ct.exec(["kill", "-KILL", before["MainPID"]])
     after, took = _restarted(sd_node, before, "SIGKILL")
-    print(f"\n[systemd] SIGKILL -> restarted -> connected again in {took:.2f} s")
+    report(f"SIGKILL -> restarted -> connected again in {took:.2f} s")
     assert after["MainPID"] != before["MainPID"]
 
 
@@ -141,8 +161,25 @@ async def test_stop_delivers_a_running_system_run_then_exits_0(sd_node: Node) ->
         await asyncio.to_thread(sd_node.ct.exec, ["systemctl", "stop", "edgeclaw"], timeout=60)
         stop_s = time.monotonic() - t0
         result = invoke_payload(await asyncio.wait_for(run, 10))
-    print(f"\n[systemd] systemctl stop with a 3 s system.run in flight took {stop_s:.2f} s; result {result}")
+    report(f"systemctl stop with a 3 s system.run in flight took {stop_s:.2f} s; result {result}")
     assert result["success"] is True and result["exitCode"] == 0
     s = sd_node.show()
     assert s["ActiveState"] == "inactive" and s["Result"] == "success" and s["ExecMainStatus"] == "0"
     assert "draining in-flight invokes" in sd_node.journal()[mark:]
+
+
+async def test_reload_that_changes_the_command_surface_reconnects_in_place(sd_node: Node) -> None:
+    sd_node.ct.exec(["systemctl", "start", "edgeclaw"], timeout=60)
+    before = sd_node.wait_connected(60)
+    mark = len(sd_node.journal())
+    sd_node.write_config(sd_node.config() + "\n" + yaml.safe_dump({"device": {"enabled": False}}))
+    sd_node.ct.exec(["systemctl", "reload", "edgeclaw"])
+    wait_for(lambda: "reconnecting: node manifest changed" in sd_node.journal()[mark:], 20,
+             what="1012 reconnect after a surface change")
+    wait_for(lambda: f"connected to {sd_node.gw.url} (gateway" in sd_node.journal()[mark:], 30,
+             what="connected again")
+    after = sd_node.wait_connected(30)
+    report(f"after a surface-changing reload: {after['StatusText']}")
+    assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == before["NRestarts"]
+    declared = _live(sd_node)["commands"]
+    assert "system.run" in declared and not [c for c in declared if c.startswith("device.")]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import nspawn
+from tests.systemd.conftest import report
 
 UNIT = "/etc/systemd/system/edgeclaw.service"
 MAX_EXPOSURE = 2.5
@@ -37,7 +38,7 @@ def test_security_exposure_at_most_2_5(merged: Path) -> None:
     )
     m = re.search(r"Overall exposure level for edgeclaw\.service: ([\d.]+)", proc.stdout)
     assert m, proc.stdout + proc.stderr
-    print(f"\n[systemd] systemd-analyze security exposure: {m.group(1)}")
+    report(f"systemd-analyze security exposure: {m.group(1)}")
     assert float(m.group(1)) <= MAX_EXPOSURE and proc.returncode == 0, proc.stdout
 
 
