@@ -48,6 +48,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/systemd/" in str(item.fspath):
             item.add_marker(pytest.mark.systemd)
+            # the first test's setup builds the install layer and waits for the gateway (minutes on a
+            # loaded 2-core box); the tier as a whole is bounded by scripts/test.sh
+            item.add_marker(pytest.mark.timeout(600))
 
 
 @pytest.fixture(scope="session")
