@@ -299,7 +299,7 @@ async def test_gateway_approval_flow_and_allow_always_survives_restart(
     node = node_factory(gateway, name="shell-approve")
     nid = node.node_id
     argv = ["uname", "-s"]
-    async with Operator(gateway) as op:
+    async with Operator(gateway) as op, Operator(gateway) as approver:
         prep = invoke_payload(
             await op.invoke(
                 nid,
@@ -329,10 +329,13 @@ async def test_gateway_approval_flow_and_allow_always_survives_restart(
                 "sessionKey": "agent:main:main",
                 "timeoutMs": 60000,
                 "twoPhase": True,
+                # the test's approver has no device identity, so the gateway sees no delivery route
+                "requireDeliveryRoute": False,
             },
         )
         assert request["ok"], request
-        resolved = await op.call("exec.approval.resolve", {"id": run_id, "decision": "allow-always"})
+        # a second operator (the approver's UI) answers; the requesting connection then runs it
+        resolved = await approver.call("exec.approval.resolve", {"id": run_id, "decision": "allow-always"})
         assert resolved["ok"], resolved
         approved = await run(
             op,
