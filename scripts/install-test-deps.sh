@@ -6,6 +6,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE_ROOT="${EDGECLAW_CACHE:-$HOME/.cache/edgeclaw}"
 mkdir -p "$CACHE_ROOT"
+# one installer at a time: parallel runs must not delete each other's half-built cache
+exec 9>"$CACHE_ROOT/.install.lock"
+flock -w 1800 9 || { echo "timed out waiting for $CACHE_ROOT/.install.lock" >&2; exit 1; }
 
 APT_PACKAGES=(ffmpeg iproute2 util-linux systemd-container debootstrap procps
               mmdebstrap qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs zstd)
