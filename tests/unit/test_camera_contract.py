@@ -37,6 +37,10 @@ def _backend_present(kind: str) -> str | None:
     backends, reason = build_backend(Config(enabled=True, backend=kind), simulated=False)  # type: ignore[arg-type]
     if not backends:
         return reason or f"{kind} not installed"
+    if kind == "picamera2":
+        probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('picamera2') else 1)"
+        if subprocess.run([Config().picamera2_python, "-I", "-c", probe], timeout=30).returncode != 0:
+            return "picamera2 is not installed for the system python3 (Raspberry Pi OS: python3-picamera2)"
     devices = asyncio.run(backends[0].list_devices())
     return None if devices else f"{kind}: no camera attached to this machine"
 
@@ -286,6 +290,17 @@ async def test_facing_picks_the_matching_camera() -> None:
     gate = cap._gates  # a capture on sim1 leaves a gate for sim1 only
     await call(cap, "camera.snap", {"facing": "front", "delayMs": 0, "maxWidth": 160})
     assert list(gate) == ["sim1"]
+
+
+async def test_reload_applies_the_privacy_switch_without_re_detecting() -> None:
+    cap = make_camera(Config(enabled=True), simulated=True)
+    await call(cap, "camera.list", {})
+    backend = cap._backend
+    await cap.reload(replace(cap.config, capture=False))
+    assert cap._backend is backend
+    assert (await coded(cap, "camera.snap", {})).code == "CAMERA_DISABLED"
+    await cap.reload(replace(cap.config, capture=True, simulated_devices=2))
+    assert [d["id"] for d in (await call(cap, "camera.list", {}))["devices"]] == ["sim0", "sim1"]
 
 
 async def test_no_backend_is_camera_unavailable() -> None:

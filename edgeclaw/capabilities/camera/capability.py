@@ -123,11 +123,13 @@ class CameraCapability(Capability):
                 await task
 
     async def reload(self, new_config: Any) -> None:
+        """Settings read per capture apply at once; anything that shapes a backend re-detects it."""
         old = self.config
         self.config = new_config
-        if (old.backend, old.ffmpeg, old.simulated_devices, old.picamera2_python) != (
-            new_config.backend, new_config.ffmpeg, new_config.simulated_devices, new_config.picamera2_python,
-        ) or old != new_config:
+        per_capture = {"capture", "default_delay_ms", "queue_limit", "max_base64_chars", "tmp_dir"}
+        if {k: v for k, v in vars(old).items() if k not in per_capture} != {
+            k: v for k, v in vars(new_config).items() if k not in per_capture
+        }:
             self._backend = None
             self._detected_at = -math.inf
             self._listed_at = -math.inf
