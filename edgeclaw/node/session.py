@@ -186,7 +186,8 @@ class Session:
             while True:
                 idle = loop.time() - self.last_inbound
                 if idle > tick_timeout:
-                    await self.close(TICK_TIMEOUT_CODE, "tick timeout")
+                    # the link is presumed dead: say why, but do not wait long for a close handshake
+                    await self.close(TICK_TIMEOUT_CODE, "tick timeout", timeout=0.5)
                     raise SessionEnded(
                         "tick-timeout", f"no frame from the gateway for {idle:.0f} s (2 × tick)"
                     )
@@ -253,11 +254,11 @@ class Session:
             raise RequestFailed(response.error or GatewayError("UNKNOWN", "request failed"))
         return response.payload
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 3.0) -> None:
         if self.ws is None:
             return
         try:
-            await asyncio.wait_for(self.ws.close(code, reason), 3)
+            await asyncio.wait_for(self.ws.close(code, reason), timeout)
         except Exception:
             self.ws.transport.abort()
 
