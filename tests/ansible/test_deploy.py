@@ -146,6 +146,7 @@ def nsenter_inventory(setup: Setup, ct: nspawn.Container, name: str, **extra: An
             HOST: {
                 "ansible_connection": "community.docker.nsenter",
                 "ansible_nsenter_pid": pid,
+                "ansible_become": False,  # nsenter is root already, and the rootfs has no sudo
                 **host_vars(setup, **extra),
             }
         },
@@ -217,8 +218,9 @@ def test_config_change_reloads_without_restart(setup: Setup, booted: nspawn.Cont
     inv = nsenter_inventory(setup, ct, "inv-reload", edgeclaw_log_level="info")
     play = setup.ansible.run(setup.src / "ansible", "ansible-playbook", "-i", str(inv), "deploy.yml")
     assert play.rc == 0, play.output[-6000:]
-    assert play.recap(HOST)["changed"] == 1, play.output[-4000:]  # config.yaml only
+    assert play.recap(HOST)["changed"] == 2, play.output[-4000:]  # config.yaml and the reload handler
     assert "RUNNING HANDLER [edgeclaw : Reload edgeclaw]" in play.output
+    assert "RUNNING HANDLER [edgeclaw : Restart edgeclaw]" not in play.output
     assert "level: info" in ct.exec(["cat", "/etc/edgeclaw/config.yaml"]).stdout
     after = ct.show("edgeclaw", "MainPID", "NRestarts")
     assert after == before, "a config-only change must reload, not restart"
