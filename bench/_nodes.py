@@ -218,8 +218,12 @@ class CutProxy:
                 for w in pair:
                     w.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        self._writers -= pair
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # the loop is shutting down; the writers are closed by pump's finally
+        finally:
+            self._writers -= pair
 
     def cut(self) -> None:
         for w in list(self._writers):

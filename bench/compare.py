@@ -366,14 +366,14 @@ def report(
             f"RSS growth after {leak['invokes']:,} invokes and {leak['reconnects']:,} reconnects",
             f"{growth:+.2f} MB ({leak['before']:.1f} → {leak['after']:.1f} MB, {leak['failed']} failed, "
             f"{leak['seconds']:.0f} s)",
-            "not run",
+            "— (EdgeClaw only)",
             f"≤ 1 MB {mark(growth <= 1)}",
         ),
         (
             "node-side overhead per trivial invoke (in-process fake gateway; node's own CPU)",
             f"{over['node_cpu_us_per_invoke']:.0f} µs → {cap:,.0f} invokes/s per core "
             f"(measured {over['invokes_per_s']:,.0f}/s, {over['errors']} failed)",
-            "not run",
+            "— (EdgeClaw only)",
             f"≤ 500 µs {mark(over['node_cpu_us_per_invoke'] <= 500)}, ≥ 2,000/s {mark(cap >= 2000)}",
         ),
     ]
