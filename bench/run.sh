@@ -8,4 +8,4 @@ VENV=$("$ROOT/scripts/install-test-deps.sh" | tail -n 1)
 "$ROOT/scripts/install-gateway.sh" >/dev/null
 export PYTHONPATH="$ROOT"
 exec unshare --net --mount --propagation private sh -c \
-  'ip link set lo up && mount -t tmpfs tmpfs /tmp && exec "$@"' sh "$VENV/bin/python" "$ROOT/bench/$name.py" "$@"
+  'ip link set lo up && exec "$@"' sh "$VENV/bin/python" "$ROOT/bench/$name.py" "$@"

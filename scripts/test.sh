@@ -25,10 +25,20 @@ run_pytest() {  # tier, wall-clock bound in seconds, isolation (none|netns), tes
   if [ "${#paths[@]}" -eq 0 ]; then echo "(no tests for tier $tier yet)"; return 0; fi
   local cmd=(python -m pytest -q -p no:cacheprovider --junitxml="$RESULTS_DIR/$tier.xml" "${paths[@]}")
   if [ "$iso" = netns ]; then
-    # Only loopback exists in here (the gateway looks up a public host after start), and /tmp is private
-    # (the openclaw CLI writes camera files to a fixed /tmp path).
+    # Only loopback exists in here (the gateway looks up a public host after start). The openclaw CLI
+    # writes camera files to a fixed /tmp/openclaw: give it a private directory there, and leave the
+    # host's /tmp as we found it.
+    local priv made_oc=0 made_locks=0 rc
+    priv=$(mktemp -d)
+    [ -e /tmp/openclaw ] || { mkdir -p /tmp/openclaw; made_oc=1; }
+    [ -e "/tmp/openclaw-state-locks-$(id -u)" ] || made_locks=1
     timeout --foreground -k 10 "$bound" unshare --net --mount --propagation private \
-      sh -c 'ip link set lo up && mount -t tmpfs -o mode=1777 tmpfs /tmp && exec "$@"' sh "${cmd[@]}"
+      sh -c 'ip link set lo up && mount --bind "$0" /tmp/openclaw && exec "$@"' "$priv" "${cmd[@]}"
+    rc=$?
+    rm -rf "$priv"
+    [ $made_oc = 1 ] && rmdir /tmp/openclaw 2>/dev/null
+    [ $made_locks = 1 ] && rm -rf "/tmp/openclaw-state-locks-$(id -u)"
+    return $rc
   else
     timeout --foreground -k 10 "$bound" "${cmd[@]}"
   fi
