@@ -75,6 +75,7 @@ def sd_world(sd_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """A real gateway inside the loopback-only namespace this process has entered; it starts in the
     background (10-60 s) while the rootfs is installed."""
     gw_install = install_gateway()
+    nspawn.wheelhouse()  # downloads (cached): must happen before we leave the host's network
     with nspawn.loopback_netns():
         world = World(Gateway(gw_install, tmp_path_factory.mktemp("gateway")))
         try:
