@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.gateway]
 CAMERA = {"camera": {"enabled": True, "default_delay_ms": 300}}
 
 
-
 @pytest.fixture
 def cam_node(gateway: Gateway, node_factory: Callable[..., NodeProcess]) -> NodeProcess:
     return node_factory(gateway, name="cam-node", extra=CAMERA)
@@ -31,7 +30,10 @@ def cam_node(gateway: Gateway, node_factory: Callable[..., NodeProcess]) -> Node
 def ffprobe(path: str) -> dict[str, Any]:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", path],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return dict(json.loads(out.stdout))
 
@@ -39,7 +41,7 @@ def ffprobe(path: str) -> dict[str, Any]:
 def cli_json(gateway: Gateway, *args: str) -> Any:
     proc = gateway.cli(*args, "--json", timeout=90)
     text = proc.stdout.strip()
-    return json.loads(text[min(i for i in (text.find("{"), text.find("[")) if i >= 0):])
+    return json.loads(text[min(i for i in (text.find("{"), text.find("[")) if i >= 0) :])
 
 
 def cli_error(gateway: Gateway, *args: str) -> str:
@@ -69,7 +71,9 @@ def test_cli_list_snap_and_clip_produce_real_files(gateway: Gateway, cam_node: N
     devices = listed.get("devices") if isinstance(listed, dict) else listed
     assert any(d["id"] == "sim0" and d["deviceType"] == "simulated" for d in devices), listed
 
-    snap = cli_json(gateway, "nodes", "camera", "snap", "--node", node, "--max-width", "640", "--quality", "0.7")
+    snap = cli_json(
+        gateway, "nodes", "camera", "snap", "--node", node, "--max-width", "640", "--quality", "0.7"
+    )
     (shot,) = snap["files"]
     assert shot["path"].startswith("/tmp/openclaw/")
     stream = ffprobe(shot["path"])["streams"][0]
@@ -103,9 +107,12 @@ async def test_errors_busy_and_deadline_through_the_gateway(gateway: Gateway, ca
             assert frame["error"]["details"]["nodeError"]["code"] == "INVALID_REQUEST", (params, frame)
 
         # two snaps at once on the one camera: both succeed (queued) or one is CAMERA_BUSY
-        frames = await asyncio.gather(*(
-            op.invoke(node, "camera.snap", {"maxWidth": 320, "delayMs": 800}, timeout_ms=20000) for _ in range(2)
-        ))
+        frames = await asyncio.gather(
+            *(
+                op.invoke(node, "camera.snap", {"maxWidth": 320, "delayMs": 800}, timeout_ms=20000)
+                for _ in range(2)
+            )
+        )
         for frame in frames:
             if frame.get("ok"):
                 assert invoke_payload(frame)["width"] == 320

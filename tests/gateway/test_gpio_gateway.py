@@ -17,8 +17,13 @@ pytestmark = pytest.mark.gateway
 PINS: dict[str, Any] = {
     "relay": {"pin": "GPIO17", "kind": "output", "description": "door strike relay", "safe_state": 0},
     "fan": {"pin": 13, "kind": "pwm"},
-    "button": {"pin": "GPIO22", "kind": "button", "bounce_time": 0.02, "on_edge": "agent",
-               "message": "{name} went {state} at {time} (#{seq})"},
+    "button": {
+        "pin": "GPIO22",
+        "kind": "button",
+        "bounce_time": 0.02,
+        "on_edge": "agent",
+        "message": "{name} went {state} at {time} (#{seq})",
+    },
     "door": {"pin": "GPIO23", "kind": "input", "pull": "down", "bounce_time": 0},
 }
 
@@ -64,7 +69,10 @@ async def test_gpio_commands_tools_and_agent_wakeup(gateway: Any, node_factory: 
     async with Operator(gateway) as op:
         # gpio.write changes the mock pin in the daemon
         assert probe(node, "relay")["state"] == 0
-        assert invoke_payload(await op.invoke(node_id, "gpio.write", {"name": "relay", "value": 1}))["value"] == 1
+        assert (
+            invoke_payload(await op.invoke(node_id, "gpio.write", {"name": "relay", "value": 1}))["value"]
+            == 1
+        )
         assert probe(node, "relay")["state"] == 1
         await op.invoke(node_id, "gpio.pwm", {"name": "fan", "value": 0.4, "frequency": 500})
         assert probe(node, "fan")["state"] == pytest.approx(0.4) and probe(node, "fan")["frequency"] == 500
@@ -78,10 +86,19 @@ async def test_gpio_commands_tools_and_agent_wakeup(gateway: Any, node_factory: 
         assert [(e["name"], e["value"]) for e in got["events"]] == [("door", 1), ("door", 0)]
         assert got["events"][0]["ts_ms"] <= got["events"][1]["ts_ms"]
         # refusals keep their codes through the gateway
-        assert node_error(await op.invoke(node_id, "gpio.write", {"name": "GPIO4", "value": 1})) == "GPIO_PIN_NOT_ALLOWED"
+        assert (
+            node_error(await op.invoke(node_id, "gpio.write", {"name": "GPIO4", "value": 1}))
+            == "GPIO_PIN_NOT_ALLOWED"
+        )
         assert node_error(await op.invoke(node_id, "gpio.read", {"name": "nope"})) == "GPIO_PIN_NOT_ALLOWED"
-        assert node_error(await op.invoke(node_id, "gpio.write", {"name": "door", "value": 1})) == "INVALID_REQUEST"
-        assert node_error(await op.invoke(node_id, "gpio.pwm", {"name": "relay", "value": 0.5})) == "INVALID_REQUEST"
+        assert (
+            node_error(await op.invoke(node_id, "gpio.write", {"name": "door", "value": 1}))
+            == "INVALID_REQUEST"
+        )
+        assert (
+            node_error(await op.invoke(node_id, "gpio.pwm", {"name": "relay", "value": 0.5}))
+            == "INVALID_REQUEST"
+        )
 
         # a press on the agent-configured button starts an agent run (no model: the run fails)
         key = "agent:main:edgeclaw-gpio-board"
@@ -94,10 +111,19 @@ async def test_gpio_commands_tools_and_agent_wakeup(gateway: Any, node_factory: 
         eff = await op.call("tools.effective", {"sessionKey": key})
         assert eff.get("ok"), eff
         tools = {t["id"]: t for g in eff["payload"]["groups"] for t in g.get("tools", [])}
-        assert {"gpio_relay_write", "gpio_relay_pulse", "gpio_fan_pwm", "gpio_door_read", "gpio_list"} <= set(tools)
+        assert {"gpio_relay_write", "gpio_relay_pulse", "gpio_fan_pwm", "gpio_door_read", "gpio_list"} <= set(
+            tools
+        )
         assert "(node: gpio-board)" in tools["gpio_relay_write"]["rawDescription"]
-        res = await op.call("tools.invoke", {"name": "gpio_relay_write", "args": {"name": "relay", "value": 0},
-                                             "sessionKey": key, "idempotencyKey": "gpio-tool-1"})
+        res = await op.call(
+            "tools.invoke",
+            {
+                "name": "gpio_relay_write",
+                "args": {"name": "relay", "value": 0},
+                "sessionKey": key,
+                "idempotencyKey": "gpio-tool-1",
+            },
+        )
         assert res.get("ok") and res["payload"]["ok"], res
         assert probe(node, "relay")["state"] == 0 and probe(node, "relay")["changes"] == 2
 
@@ -106,7 +132,9 @@ async def test_gpio_commands_tools_and_agent_wakeup(gateway: Any, node_factory: 
     assert "gpio safe stop: relay = 0" in node.log()
 
 
-async def test_withheld_gpio_commands_are_detected_and_reported(gateway_factory: Any, node_factory: Any) -> None:
+async def test_withheld_gpio_commands_are_detected_and_reported(
+    gateway_factory: Any, node_factory: Any
+) -> None:
     gw = gateway_factory(allow=["gpio.list", "gpio.read", "gpio.events"])
     node = node_factory(gw, name="gpio-withheld", extra=gpio_section())
     wait_for(lambda: node.live_status().get("withheld_commands"), 30, what="withheld commands in status")
@@ -119,8 +147,12 @@ async def test_withheld_gpio_commands_are_detected_and_reported(gateway_factory:
     import subprocess
     import sys
 
-    text = subprocess.run([sys.executable, "-m", "edgeclaw", "--config", str(node.config_path), "status"],
-                          capture_output=True, text=True, timeout=30).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "edgeclaw", "--config", str(node.config_path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     assert "withheld by gateway" in text and "gpio.write" in text
     # what is allowed still works
     async with Operator(gw) as op:
@@ -134,8 +166,15 @@ async def test_spooled_agent_requests_survive_a_restart_in_order(gateway: Any, t
     from tests.gateway.conftest import setup_code
     from tests.support.node import NodeProcess
 
-    pins = {"button": {"pin": 22, "kind": "button", "bounce_time": 0, "on_edge": "agent",
-                       "message": "press {seq} of {name}"}}
+    pins = {
+        "button": {
+            "pin": 22,
+            "kind": "button",
+            "bounce_time": 0,
+            "on_edge": "agent",
+            "message": "press {seq} of {name}",
+        }
+    }
     node = NodeProcess(tmp_path / "spool", None, name="gpio-spool", extra=gpio_section(pins))
     del node.config["gateway"]["token_file"]  # first run: no gateway at all (port 9)
     node.write_config()
@@ -147,11 +186,17 @@ async def test_spooled_agent_requests_survive_a_restart_in_order(gateway: Any, t
             press(node, "button", True)
             press(node, "button", False)
         spool_file = node.state_dir / "gpio-spool.json"
-        wait_for(lambda: spool_file.exists() and len(json.loads(spool_file.read_text())["entries"]) == 3, 10,
-                 what="3 spooled requests")
+        wait_for(
+            lambda: spool_file.exists() and len(json.loads(spool_file.read_text())["entries"]) == 3,
+            10,
+            what="3 spooled requests",
+        )
         assert node.stop() == 0
         assert [e["message"] for e in json.loads(spool_file.read_text())["entries"]] == [
-            "press 1 of button", "press 3 of button", "press 5 of button"]
+            "press 1 of button",
+            "press 3 of button",
+            "press 5 of button",
+        ]
         # back with a gateway: pair (setup code) and deliver
         token = tmp_path / "spool" / "gateway.token"
         token.write_text(gateway.token + "\n")
@@ -159,12 +204,20 @@ async def test_spooled_agent_requests_survive_a_restart_in_order(gateway: Any, t
         code = tmp_path / "spool" / "setup-code"
         code.write_text(setup_code(gateway))
         code.chmod(0o600)
-        node.config["gateway"].update({"url": gateway.url, "token_file": str(token), "setup_code_file": str(code)})
+        node.config["gateway"].update(
+            {"url": gateway.url, "token_file": str(token), "setup_code_file": str(code)}
+        )
         node.write_config()
         node.start()
-        wait_for(lambda: not json.loads(spool_file.read_text())["entries"] or node._dead(), 90, what="spool drained")
+        wait_for(
+            lambda: not json.loads(spool_file.read_text())["entries"] or node._dead(),
+            90,
+            what="spool drained",
+        )
         log = node.log()
-        sent = [line.split("(spool #")[1].rstrip(")") for line in log.splitlines() if "agent.request sent" in line]
+        sent = [
+            line.split("(spool #")[1].rstrip(")") for line in log.splitlines() if "agent.request sent" in line
+        ]
         assert sent == ["1", "2", "3"]
         # each one was acknowledged by the gateway before the next went out (the pump is sequential);
         # the gateway's side: a run for the node's session (its transcript keeps no user text when the

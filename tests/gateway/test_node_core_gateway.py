@@ -184,9 +184,9 @@ def test_setup_code_pairs_without_any_operator_step(gateway: Gateway, tmp_path: 
     assert (tmp_path / "state" / "device-token.json").exists()
     assert not (tmp_path / "state" / "setup-code").exists()  # single-use secret removed after use
     device_id = json.loads((tmp_path / "state" / "identity.json").read_text())["deviceId"]
-    assert next(n for n in gateway.nodes_status() if n.get("nodeId") == device_id)[
-        "approvalState"
-    ] == "approved"
+    assert (
+        next(n for n in gateway.nodes_status() if n.get("nodeId") == device_id)["approvalState"] == "approved"
+    )
 
 
 async def test_unknown_command_and_bad_params_reach_the_operator_as_coded_errors(

@@ -40,7 +40,9 @@ class NspawnError(RuntimeError):
 
 def _run(cmd: list[str], *, timeout: float, what: str, **kw: object) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw
+        )  # type: ignore[call-overload]
     except subprocess.TimeoutExpired as exc:
         raise NspawnError(f"{what}: timed out after {timeout} s") from exc
     if proc.returncode != 0:
@@ -82,7 +84,11 @@ def wheelhouse() -> Path:
     tmp = Path(f"{path}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(tmp), *reqs], timeout=600, what="pip wheel (deps)")
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(tmp), *reqs],
+        timeout=600,
+        what="pip wheel (deps)",
+    )
     (tmp / ".complete").touch()
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
@@ -92,7 +98,9 @@ def wheelhouse() -> Path:
 def build_wheel(dest: Path, wheels: Path) -> Path:
     """`pip wheel --no-deps` of the checkout, built from a copy so the work tree gets no build/ or egg-info."""
     src = dest / "src"
-    shutil.copytree(ROOT / "edgeclaw", src / "edgeclaw", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "edgeclaw", src / "edgeclaw", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     shutil.copy2(ROOT / "pyproject.toml", src / "pyproject.toml")
     readme = ROOT / "README.md"
     if readme.exists():
@@ -101,9 +109,22 @@ def build_wheel(dest: Path, wheels: Path) -> Path:
         (src / "README.md").write_text("EdgeClaw\n")
     out = dest / "dist"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--find-links", str(wheels),
-         "-w", str(out), str(src)],
-        timeout=300, what="pip wheel edgeclaw",
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "-w",
+            str(out),
+            str(src),
+        ],
+        timeout=300,
+        what="pip wheel edgeclaw",
     )
     (wheel,) = out.glob("edgeclaw-*.whl")
     return wheel
@@ -138,8 +159,14 @@ def install_layer(base: Path, dest: Path) -> Path:
     with overlay([base], dest / "install-ovl") as (merged, _):
         proc = _nspawn_command(
             merged,
-            ["--bind-ro", f"{wheels}:/mnt/wheels", "--bind-ro", f"{dest / 'dist'}:/mnt/dist",
-             "--bind-ro", f"{ROOT / 'systemd'}:/mnt/systemd"],
+            [
+                "--bind-ro",
+                f"{wheels}:/mnt/wheels",
+                "--bind-ro",
+                f"{dest / 'dist'}:/mnt/dist",
+                "--bind-ro",
+                f"{ROOT / 'systemd'}:/mnt/systemd",
+            ],
             ["/bin/sh", "-c", INSTALL_SCRIPT],
             timeout=300,
         )
@@ -149,13 +176,28 @@ def install_layer(base: Path, dest: Path) -> Path:
     return upper
 
 
-def _nspawn_command(root: Path, extra: list[str], argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+def _nspawn_command(
+    root: Path, extra: list[str], argv: list[str], *, timeout: float
+) -> subprocess.CompletedProcess[str]:
     """A one-off command in the rootfs (no boot), in its own cgroup so a timeout can kill all of it."""
     with Cgroup() as cg:
         proc = subprocess.Popen(
-            ["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit", "--console=pipe",
-             "--private-network", *extra, *argv],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                "systemd-nspawn",
+                "-q",
+                "-D",
+                str(root),
+                "--register=no",
+                "--keep-unit",
+                "--console=pipe",
+                "--private-network",
+                *extra,
+                *argv,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             preexec_fn=cg.enter,
         )
         try:
@@ -244,7 +286,9 @@ def loopback_netns() -> Iterator[None]:
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     holder = subprocess.Popen(
         ["unshare", "--net", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert holder.stdout is not None
@@ -288,9 +332,21 @@ class Container:
         self._stack.enter_context(self.cgroup)
         console = open(self.console_log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(self.root), "--boot", "--register=no", "--keep-unit",
-             "--console=read-only", "--machine", f"ec-{uuid.uuid4().hex[:8]}"],
-            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, preexec_fn=self.cgroup.enter,
+            [
+                "systemd-nspawn",
+                "-D",
+                str(self.root),
+                "--boot",
+                "--register=no",
+                "--keep-unit",
+                "--console=read-only",
+                "--machine",
+                f"ec-{uuid.uuid4().hex[:8]}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self.cgroup.enter,
         )
         console.close()
         deadline = started + timeout
@@ -298,8 +354,11 @@ class Container:
             if self.proc.poll() is not None:
                 raise NspawnError(f"container exited with {self.proc.returncode}:\n{self.console()}")
             if self._find_init() is not None:
-                state = self.sh("systemctl is-system-running --wait", timeout=max(1.0, deadline - time.monotonic()),
-                                check=False).stdout.strip()
+                state = self.sh(
+                    "systemctl is-system-running --wait",
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    check=False,
+                ).stdout.strip()
                 if state in ("running", "degraded"):
                     return time.monotonic() - started
                 if state not in ("offline", "initializing", "starting", ""):
@@ -328,29 +387,63 @@ class Container:
                 return pid
         return None
 
-    def exec(self, argv: list[str], *, timeout: float = 30.0, check: bool = True,
-             input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, argv: list[str], *, timeout: float = 30.0, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv inside the container (its namespaces and root, a clean environment)."""
         pid = self._find_init()
         if pid is None:
             raise NspawnError("container is not running")
-        cmd = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w",
-               "env", "-i", f"PATH={CONTAINER_PATH}", "LANG=C.UTF-8", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", *argv]
+        cmd = [
+            "nsenter",
+            "-t",
+            str(pid),
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            "-p",
+            "-C",
+            "-r",
+            "-w",
+            "env",
+            "-i",
+            f"PATH={CONTAINER_PATH}",
+            "LANG=C.UTF-8",
+            "SYSTEMD_PAGER=",
+            "SYSTEMD_COLORS=0",
+            *argv,
+        ]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as exc:
             raise NspawnError(f"{argv!r} timed out after {timeout} s in the container") from exc
         if check and proc.returncode != 0:
-            raise NspawnError(f"{argv!r} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise NspawnError(
+                f"{argv!r} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def sh(self, script: str, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.exec(["/bin/sh", "-c", script], **kw)  # type: ignore[arg-type]
 
     def write(self, path: str, text: str, *, mode: int = 0o644, owner: str = "root:root") -> None:
-        self.exec(["/bin/sh", "-c", f'umask 077 && mkdir -p "$(dirname "$0")" && cat > "$0" && chmod {mode:o} "$0" && chown {owner} "$0"', path],
-                  input=text)
+        self.exec(
+            [
+                "/bin/sh",
+                "-c",
+                f'umask 077 && mkdir -p "$(dirname "$0")" && cat > "$0" && chmod {mode:o} "$0" && chown {owner} "$0"',
+                path,
+            ],
+            input=text,
+        )
 
     def show(self, unit: str, *props: str) -> dict[str, str]:
         out = self.exec(["systemctl", "show", unit, "-p", ",".join(props)]).stdout

@@ -126,8 +126,17 @@ class Node:
         self.node_id = ""
 
     def show(self) -> dict[str, str]:
-        return self.ct.show("edgeclaw", "MainPID", "NRestarts", "StatusText", "ActiveState", "SubState",
-                            "Result", "ExecMainStatus", "ExecMainCode")
+        return self.ct.show(
+            "edgeclaw",
+            "MainPID",
+            "NRestarts",
+            "StatusText",
+            "ActiveState",
+            "SubState",
+            "Result",
+            "ExecMainStatus",
+            "ExecMainCode",
+        )
 
     def status_text(self) -> str:
         return self.show().get("StatusText", "")
@@ -163,8 +172,18 @@ def sd_node(sd_world: World, installed: list[Path]) -> Iterator[Node]:
         code = setup_code(gw)
         t0 = time.monotonic()
         out = ct.exec(
-            ["edgeclaw", "pair", "--setup-code", code, "--display-name", NODE_NAME, "--hardware", "simulated",
-             "--wait", "60"],
+            [
+                "edgeclaw",
+                "pair",
+                "--setup-code",
+                code,
+                "--display-name",
+                NODE_NAME,
+                "--hardware",
+                "simulated",
+                "--wait",
+                "60",
+            ],
             timeout=90,
         )
         assert "paired and approved" in out.stdout, out.stdout

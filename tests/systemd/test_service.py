@@ -18,7 +18,7 @@ async def test_running_connected_and_invokable(sd_node: Node) -> None:
     status = sd_node.ct.exec(["systemctl", "status", "edgeclaw", "--no-pager", "-n", "0"], check=False).stdout
     print(status)
     assert "Active: active (running)" in status
-    assert f"Status: \"connected to {sd_node.gw.url} as {NODE_NAME} · approved" in status
+    assert f'Status: "connected to {sd_node.gw.url} as {NODE_NAME} · approved' in status
     async with Operator(sd_node.gw) as op:
         frame = await op.invoke(sd_node.node_id, "system.which", {"bins": ["sh", "no-such-binary"]})
     found = invoke_payload(frame)
@@ -27,7 +27,9 @@ async def test_running_connected_and_invokable(sd_node: Node) -> None:
     wait_for(lambda: "1 invokes" in sd_node.status_text(), 10, what="STATUS= counting the invoke")
 
 
-def _restarted(node: Node, before: dict[str, str], what: str, timeout: float = 90.0) -> tuple[dict[str, str], float]:
+def _restarted(
+    node: Node, before: dict[str, str], what: str, timeout: float = 90.0
+) -> tuple[dict[str, str], float]:
     """Wait for NRestarts + 1 and a connected STATUS= from a new main PID; returns (show, seconds)."""
     t0 = time.monotonic()
 
@@ -46,9 +48,11 @@ def test_watchdog_restarts_a_hung_node_which_reconnects_without_pairing(sd_node:
     journal_before = sd_node.journal()
     sd_node.ct.exec(["kill", "-STOP", pid])
     after, took = _restarted(sd_node, before, "watchdog")
-    report(f"watchdog: SIGSTOP -> Watchdog timeout -> restart -> connected again in {took:.2f} s "
-          f"(WatchdogSec=4, RestartSec=1)")
-    new = sd_node.journal()[len(journal_before):]
+    report(
+        f"watchdog: SIGSTOP -> Watchdog timeout -> restart -> connected again in {took:.2f} s "
+        f"(WatchdogSec=4, RestartSec=1)"
+    )
+    new = sd_node.journal()[len(journal_before) :]
     assert "Watchdog timeout" in new
     assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
     assert after["MainPID"] != pid
@@ -97,8 +101,11 @@ async def test_broken_config_on_reload_keeps_the_old_one(sd_node: Node) -> None:
     before = sd_node.show()
     sd_node.write_config(good + "\nnode:\n  max_concurrent_invokes: lots\n")
     sd_node.ct.exec(["systemctl", "reload", "edgeclaw"])
-    status = wait_for(lambda: (t := sd_node.status_text()).startswith("reload failed") and t, 20,
-                      what="STATUS= saying the reload failed")
+    status = wait_for(
+        lambda: (t := sd_node.status_text()).startswith("reload failed") and t,
+        20,
+        what="STATUS= saying the reload failed",
+    )
     report(f"STATUS after a broken reload: {status}")
     assert "max_concurrent_invokes" in status and "connected to" in status
     s = sd_node.show()
@@ -118,8 +125,11 @@ def test_start_with_the_gateway_unreachable_is_ready_and_says_so(sd_node: Node) 
         t0 = time.monotonic()
         sd_node.ct.exec(["systemctl", "restart", "edgeclaw"], timeout=60)  # returns once READY=1 arrived
         ready_s = time.monotonic() - t0
-        status = wait_for(lambda: (t := sd_node.status_text()).startswith("gateway unreachable") and t, 20,
-                          what="STATUS= saying the gateway is unreachable")
+        status = wait_for(
+            lambda: (t := sd_node.status_text()).startswith("gateway unreachable") and t,
+            20,
+            what="STATUS= saying the gateway is unreachable",
+        )
         report(f"start with no gateway: READY after {ready_s:.2f} s; STATUS: {status}")
         assert sd_node.show()["SubState"] == "running"
         assert "retry in" in status and "(attempt" in status
@@ -149,13 +159,20 @@ async def test_stop_delivers_a_running_system_run_then_exits_0(sd_node: Node) ->
     wait_for(lambda: sd_node.status_text().startswith("connected to"), 20, what="connected after reload")
     mark = len(sd_node.journal())
     async with Operator(sd_node.gw) as op:
-        run = asyncio.ensure_future(op.invoke(
-            sd_node.node_id, "system.run", {"command": ["/usr/bin/sleep", "3"], "timeoutMs": 20000},
-            timeout_ms=30000,
-        ))
+        run = asyncio.ensure_future(
+            op.invoke(
+                sd_node.node_id,
+                "system.run",
+                {"command": ["/usr/bin/sleep", "3"], "timeoutMs": 20000},
+                timeout_ms=30000,
+            )
+        )
         await asyncio.to_thread(
-            wait_for, lambda: sd_node.ct.exec(["pgrep", "-u", "edgeclaw", "-x", "sleep"], check=False).returncode == 0,
-            15, 0.1, "system.run's sleep running",
+            wait_for,
+            lambda: sd_node.ct.exec(["pgrep", "-u", "edgeclaw", "-x", "sleep"], check=False).returncode == 0,
+            15,
+            0.1,
+            "system.run's sleep running",
         )
         t0 = time.monotonic()
         await asyncio.to_thread(sd_node.ct.exec, ["systemctl", "stop", "edgeclaw"], timeout=60)
@@ -174,10 +191,16 @@ async def test_reload_that_changes_the_command_surface_reconnects_in_place(sd_no
     mark = len(sd_node.journal())
     sd_node.write_config(sd_node.config() + "\n" + yaml.safe_dump({"device": {"enabled": False}}))
     sd_node.ct.exec(["systemctl", "reload", "edgeclaw"])
-    wait_for(lambda: "reconnecting: node manifest changed" in sd_node.journal()[mark:], 20,
-             what="1012 reconnect after a surface change")
-    wait_for(lambda: f"connected to {sd_node.gw.url} (gateway" in sd_node.journal()[mark:], 30,
-             what="connected again")
+    wait_for(
+        lambda: "reconnecting: node manifest changed" in sd_node.journal()[mark:],
+        20,
+        what="1012 reconnect after a surface change",
+    )
+    wait_for(
+        lambda: f"connected to {sd_node.gw.url} (gateway" in sd_node.journal()[mark:],
+        30,
+        what="connected again",
+    )
     after = sd_node.wait_connected(30)
     report(f"after a surface-changing reload: {after['StatusText']}")
     assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == before["NRestarts"]

@@ -25,16 +25,25 @@ def merged(installed: list[Path], tmp_path_factory: pytest.TempPathFactory) -> I
 
 def test_verify_prints_nothing(merged: Path) -> None:
     # verify exits 0 on unknown keys and bad values (it only warns), so any output is a failure
-    proc = subprocess.run(["systemd-analyze", "verify", f"--root={merged}", UNIT],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={merged}", UNIT], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc.stdout + proc.stderr
 
 
 def test_security_exposure_at_most_2_5(merged: Path) -> None:
     proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={merged}", f"--threshold={int(MAX_EXPOSURE * 10)}",
-         UNIT],
-        capture_output=True, text=True, timeout=60,
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=yes",
+            f"--root={merged}",
+            f"--threshold={int(MAX_EXPOSURE * 10)}",
+            UNIT,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     m = re.search(r"Overall exposure level for edgeclaw\.service: ([\d.]+)", proc.stdout)
     assert m, proc.stdout + proc.stderr

@@ -47,7 +47,8 @@ LIST_CAMERAS = """Available cameras
 def test_rpicam_lists_each_camera_not_its_modes() -> None:
     devices = parse_list_cameras(LIST_CAMERAS)
     assert [(d.id, d.width, d.height, d.device_type) for d in devices] == [
-        ("csi0", 4608, 2592, "csi"), ("csi1", 2592, 1944, "csi"),
+        ("csi0", 4608, 2592, "csi"),
+        ("csi1", 2592, 1944, "csi"),
     ]
     assert devices[0].name.startswith("imx708_wide")
     assert parse_list_cameras("No cameras available!") == []
@@ -56,7 +57,9 @@ def test_rpicam_lists_each_camera_not_its_modes() -> None:
 def test_rpicam_still_command_scales_keeps_aspect_and_settles() -> None:
     cam = parse_list_cameras(LIST_CAMERAS)[1]
     argv = RpicamBackend(still="/usr/bin/rpicam-still").build_snap(
-        cam, SnapRequest(max_width=1296, quality=0.8, delay_ms=1500), OUT,
+        cam,
+        SnapRequest(max_width=1296, quality=0.8, delay_ms=1500),
+        OUT,
     )
     assert argv[0] == "/usr/bin/rpicam-still" and "--nopreview" in argv
     assert opt(argv, "--camera") == "1"
@@ -100,7 +103,9 @@ def test_picamera2_runs_the_worker_script_with_the_system_interpreter() -> None:
 
 
 def test_picamera2_worker_list_output_becomes_devices() -> None:
-    devices = parse_worker_list('[{"num": 0, "model": "imx219", "location": "back", "id": "/base/i2c@1/imx219@10"}]')
+    devices = parse_worker_list(
+        '[{"num": 0, "model": "imx219", "location": "back", "id": "/base/i2c@1/imx219@10"}]'
+    )
     assert [(d.id, d.name, d.position, d.device_type) for d in devices] == [("csi0", "imx219", "back", "csi")]
     assert parse_worker_list("garbage") == [] and parse_worker_list("") == []
 
@@ -121,16 +126,22 @@ def test_v4l2_format_listing_is_parsed() -> None:
     fmts = parse_list_formats(LIST_FORMATS)
     assert fmts.mjpeg == ((320, 240), (640, 480), (800, 600), (1280, 720), (1920, 1080))
     assert fmts.raw == ((320, 240), (640, 480))
-    stepwise = "[video4linux2,v4l2 @ 0x1] Raw       :     yuv420p :     Planar YUV 4:2:0 : {32-2592, 2}x{32-1944, 2}"
+    stepwise = (
+        "[video4linux2,v4l2 @ 0x1] Raw       :     yuv420p :     Planar YUV 4:2:0 : {32-2592, 2}x{32-1944, 2}"
+    )
     assert parse_list_formats(stepwise) == Formats()
 
 
 def test_v4l2_snap_passes_the_cameras_own_jpeg_through_when_it_fits() -> None:
     fmts = parse_list_formats(LIST_FORMATS)
     dev = Device(id="/dev/video0", name="UVC Camera", device_type="v4l2")
-    argv = V4L2Backend(ffmpeg="ffmpeg").build_snap(dev, SnapRequest(max_width=1280, quality=0.9, delay_ms=2000), fmts)
+    argv = V4L2Backend(ffmpeg="ffmpeg").build_snap(
+        dev, SnapRequest(max_width=1280, quality=0.9, delay_ms=2000), fmts
+    )
     assert opt(argv, "-input_format") == "mjpeg" and opt(argv, "-video_size") == "1280x720"
-    assert opt(argv, "-c:v") == "copy" and opt(argv, "-bsf:v") == "mjpeg2jpeg"  # add Huffman tables, no re-encode
+    assert (
+        opt(argv, "-c:v") == "copy" and opt(argv, "-bsf:v") == "mjpeg2jpeg"
+    )  # add Huffman tables, no re-encode
     assert opt(argv, "-ss") == "2.000" and opt(argv, "-frames:v") == "1"
     assert argv.index("-ss") > argv.index("-i")  # output-side: frames during settling are dropped
     assert "-vf" not in argv
@@ -173,8 +184,9 @@ def test_v4l2_clip_encodes_h264_with_alsa_audio() -> None:
 
 
 def _querycap(driver: str, card: str, bus: str, caps: int) -> bytes:
-    return struct.pack("16s32s32sIII12x", driver.encode(), card.encode(), bus.encode(), 0x60000,
-                       caps | CAP_DEVICE_CAPS, caps)
+    return struct.pack(
+        "16s32s32sIII12x", driver.encode(), card.encode(), bus.encode(), 0x60000, caps | CAP_DEVICE_CAPS, caps
+    )
 
 
 def test_querycap_tells_capture_nodes_from_codec_and_metadata_nodes() -> None:
@@ -196,8 +208,16 @@ def test_alsa_capture_device_is_found() -> None:
 @pytest.mark.parametrize(
     ("stderr", "code", "hint"),
     [
-        ("[0:10:40.1] ERROR: *** failed to acquire camera /base/soc/i2c0mux/i2c@1/imx708@1a ***", "CAMERA_BUSY", "in use"),
-        ("[video4linux2,v4l2 @ 0x1] ioctl(VIDIOC_STREAMON): Device or resource busy", "CAMERA_BUSY", "in use"),
+        (
+            "[0:10:40.1] ERROR: *** failed to acquire camera /base/soc/i2c0mux/i2c@1/imx708@1a ***",
+            "CAMERA_BUSY",
+            "in use",
+        ),
+        (
+            "[video4linux2,v4l2 @ 0x1] ioctl(VIDIOC_STREAMON): Device or resource busy",
+            "CAMERA_BUSY",
+            "in use",
+        ),
         ("/dev/video0: Permission denied", "CAMERA_UNAVAILABLE", "'video' group"),
         ("ERROR: *** no cameras available ***", "CAMERA_UNAVAILABLE", "not available"),
         ("/dev/video3: No such file or directory", "CAMERA_UNAVAILABLE", "not available"),
@@ -222,13 +242,18 @@ def test_auto_on_hardware_tries_picamera2_then_rpicam_then_v4l2(tmp_path: Path) 
     py = tmp_path / "python3"
     py.write_text("")
     config = Config(
-        enabled=True, picamera2_python=str(py), rpicam_still=str(tmp_path / "rpicam-still"),
-        rpicam_vid=str(tmp_path / "rpicam-vid"), ffmpeg=str(tmp_path / "ffmpeg"),
+        enabled=True,
+        picamera2_python=str(py),
+        rpicam_still=str(tmp_path / "rpicam-still"),
+        rpicam_vid=str(tmp_path / "rpicam-vid"),
+        ffmpeg=str(tmp_path / "ffmpeg"),
     )
     backends, _ = build_backend(config, simulated=False)
     assert [b.name for b in backends] == ["picamera2", "rpicam", "v4l2"]
     none, reason = build_backend(
-        Config(enabled=True, picamera2_python="/nonexistent", rpicam_still="/nonexistent", ffmpeg="/nonexistent"),
+        Config(
+            enabled=True, picamera2_python="/nonexistent", rpicam_still="/nonexistent", ffmpeg="/nonexistent"
+        ),
         simulated=False,
     )
     assert none == [] and "rpicam" in reason and "ffmpeg" in reason

@@ -56,15 +56,23 @@ def ffprobe(data: bytes, tmp: Path, suffix: str) -> dict[str, Any]:
     path.write_bytes(data)
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return dict(json.loads(out.stdout))
 
 
-def context(command: str, params: dict[str, Any], *, timeout: float = 20.0, max_payload: int | None = None) -> InvokeContext:
+def context(
+    command: str, params: dict[str, Any], *, timeout: float = 20.0, max_payload: int | None = None
+) -> InvokeContext:
     ctx = InvokeContext(
-        invoke_id=f"t-{time.monotonic_ns()}", command=command, params=params,
-        deadline=asyncio.get_running_loop().time() + timeout, timeout_ms=int(timeout * 1000),
+        invoke_id=f"t-{time.monotonic_ns()}",
+        command=command,
+        params=params,
+        deadline=asyncio.get_running_loop().time() + timeout,
+        timeout_ms=int(timeout * 1000),
     )
     if max_payload is not None:
         ctx.max_payload_bytes = max_payload
@@ -142,7 +150,9 @@ async def test_list_shape(camera: CameraCapability) -> None:
 
 
 @pytest.mark.parametrize("max_width", [320, 1000])
-async def test_snap_is_a_jpeg_no_wider_than_max_width(camera: CameraCapability, tmp_path: Path, max_width: int) -> None:
+async def test_snap_is_a_jpeg_no_wider_than_max_width(
+    camera: CameraCapability, tmp_path: Path, max_width: int
+) -> None:
     result = await call(camera, "camera.snap", {"maxWidth": max_width, "delayMs": 0})
     assert result["format"] == "jpg"
     probe = ffprobe(base64.b64decode(result["base64"], validate=True), tmp_path, ".jpg")
@@ -155,7 +165,10 @@ async def test_snap_is_a_jpeg_no_wider_than_max_width(camera: CameraCapability, 
 async def test_snap_default_width_is_at_most_1600(camera: CameraCapability, tmp_path: Path) -> None:
     result = await call(camera, "camera.snap", {})
     assert result["width"] <= 1600
-    assert ffprobe(base64.b64decode(result["base64"]), tmp_path, ".jpg")["streams"][0]["width"] == result["width"]
+    assert (
+        ffprobe(base64.b64decode(result["base64"]), tmp_path, ".jpg")["streams"][0]["width"]
+        == result["width"]
+    )
 
 
 async def test_lower_quality_gives_a_smaller_file(camera: CameraCapability) -> None:
@@ -231,7 +244,10 @@ async def test_oversized_snap_is_re_encoded_to_fit(camera: CameraCapability, tmp
     full = await call(camera, "camera.snap", {"maxWidth": 1600, "quality": 1.0, "delayMs": 0})
     budget = len(full["base64"]) // 3
     small = await call(
-        camera, "camera.snap", {"maxWidth": 1600, "quality": 1.0, "delayMs": 0}, max_payload=budget + 512,
+        camera,
+        "camera.snap",
+        {"maxWidth": 1600, "quality": 1.0, "delayMs": 0},
+        max_payload=budget + 512,
     )
     assert len(small["base64"]) <= budget
     assert "re-encoded" in small["note"]
@@ -261,7 +277,9 @@ async def test_simulated_clip_has_audio_unless_asked_not_to(tmp_path: Path) -> N
     cap = make_camera(Config(enabled=True), simulated=True)
     result = await call(cap, "camera.clip", {"durationMs": 1000})
     assert result["hasAudio"] is True
-    types_ = sorted(s["codec_type"] for s in ffprobe(base64.b64decode(result["base64"]), tmp_path, ".mp4")["streams"])
+    types_ = sorted(
+        s["codec_type"] for s in ffprobe(base64.b64decode(result["base64"]), tmp_path, ".mp4")["streams"]
+    )
     assert types_ == ["audio", "video"]
 
 
@@ -270,7 +288,10 @@ async def test_clip_duration_is_clamped_to_its_range(tmp_path: Path) -> None:
     cap = make_camera(Config(enabled=True, simulated_audio=False), simulated=True)
     result = await call(cap, "camera.clip", {"durationMs": 10})
     assert result["durationMs"] == 250
-    assert abs(float(ffprobe(base64.b64decode(result["base64"]), tmp_path, ".mp4")["format"]["duration"]) - 0.25) < 0.05
+    assert (
+        abs(float(ffprobe(base64.b64decode(result["base64"]), tmp_path, ".mp4")["format"]["duration"]) - 0.25)
+        < 0.05
+    )
 
 
 @pytestmark_sim
@@ -278,7 +299,9 @@ async def test_two_simulated_devices_capture_in_parallel() -> None:
     cap = make_camera(Config(enabled=True, simulated_devices=2, queue_limit=0), simulated=True)
     ids = [d["id"] for d in (await call(cap, "camera.list", {}))["devices"]]
     assert ids == ["sim0", "sim1"]
-    results = await asyncio.gather(*(call(cap, "camera.snap", {"deviceId": i, "delayMs": 800, "maxWidth": 320}) for i in ids))
+    results = await asyncio.gather(
+        *(call(cap, "camera.snap", {"deviceId": i, "delayMs": 800, "maxWidth": 320}) for i in ids)
+    )
     assert all(r["width"] == 320 for r in results)
 
 

@@ -20,16 +20,31 @@ def test_snap_defaults_are_the_protocols() -> None:
 
 
 def test_snap_values_are_taken_and_delay_clamped() -> None:
-    req = parse_snap({"maxWidth": 640, "quality": 0.05, "delayMs": 60000, "deviceId": "sim1", "facing": "front"}, 0)
+    req = parse_snap(
+        {"maxWidth": 640, "quality": 0.05, "delayMs": 60000, "deviceId": "sim1", "facing": "front"}, 0
+    )
     assert req == SnapRequest(max_width=640, quality=0.05, delay_ms=10000, device_id="sim1", facing="front")
 
 
 @pytest.mark.parametrize(
     "params",
     [
-        {"maxWidth": 0}, {"maxWidth": 10}, {"maxWidth": 100000}, {"maxWidth": 640.5}, {"maxWidth": "640"},
-        {"maxWidth": True}, {"quality": 0.01}, {"quality": 1.01}, {"quality": math.nan}, {"quality": "high"},
-        {"delayMs": -1}, {"format": "png"}, {"format": 3}, {"facing": "left"}, {"deviceId": ""}, {"deviceId": 7},
+        {"maxWidth": 0},
+        {"maxWidth": 10},
+        {"maxWidth": 100000},
+        {"maxWidth": 640.5},
+        {"maxWidth": "640"},
+        {"maxWidth": True},
+        {"quality": 0.01},
+        {"quality": 1.01},
+        {"quality": math.nan},
+        {"quality": "high"},
+        {"delayMs": -1},
+        {"format": "png"},
+        {"format": 3},
+        {"facing": "left"},
+        {"deviceId": ""},
+        {"deviceId": 7},
     ],
 )
 def test_bad_snap_params_are_invalid_requests(params: dict[str, object]) -> None:
@@ -42,11 +57,14 @@ def test_clip_defaults_and_clamping() -> None:
     assert parse_clip({}) == ClipRequest(duration_ms=3000, include_audio=True)
     assert parse_clip({"durationMs": 100}).duration_ms == 250
     assert parse_clip({"durationMs": 600000}).duration_ms == 60000
-    assert parse_clip({"durationMs": 1500.7, "includeAudio": False, "format": "mp4"}) == ClipRequest(1500, False)
+    assert parse_clip({"durationMs": 1500.7, "includeAudio": False, "format": "mp4"}) == ClipRequest(
+        1500, False
+    )
 
 
 @pytest.mark.parametrize(
-    "params", [{"durationMs": 0}, {"durationMs": -5}, {"durationMs": "3s"}, {"includeAudio": "yes"}, {"format": "mov"}],
+    "params",
+    [{"durationMs": 0}, {"durationMs": -5}, {"durationMs": "3s"}, {"includeAudio": "yes"}, {"format": "mov"}],
 )
 def test_bad_clip_params_are_invalid_requests(params: dict[str, object]) -> None:
     with pytest.raises(InvokeError) as info:
@@ -56,12 +74,19 @@ def test_bad_clip_params_are_invalid_requests(params: dict[str, object]) -> None
 
 def test_quality_maps_onto_ffmpeg_qscale() -> None:
     assert jpeg_qscale(1.0) == 2 and jpeg_qscale(0.05) == 30 and jpeg_qscale(0.9) == 5
-    assert [jpeg_qscale(q / 10) for q in range(1, 11)] == sorted((jpeg_qscale(q / 10) for q in range(1, 11)), reverse=True)
+    assert [jpeg_qscale(q / 10) for q in range(1, 11)] == sorted(
+        (jpeg_qscale(q / 10) for q in range(1, 11)), reverse=True
+    )
 
 
 def _jpeg(w: int, h: int, progressive: bool = False) -> bytes:
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00" + b"\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    sof = b"\xff" + (b"\xc2" if progressive else b"\xc0") + struct.pack(">HBHHB", 11, 8, h, w, 1) + b"\x01\x11\x00"
+    sof = (
+        b"\xff"
+        + (b"\xc2" if progressive else b"\xc0")
+        + struct.pack(">HBHHB", 11, 8, h, w, 1)
+        + b"\x01\x11\x00"
+    )
     return b"\xff\xd8" + app0 + sof + b"\xff\xda\x00\x02" + b"\x00" * 10 + b"\xff\xd9"
 
 
@@ -88,8 +113,10 @@ def test_config_defaults_are_opt_in_and_under_the_cli_limit() -> None:
 @pytest.mark.parametrize(
     ("section", "key"),
     [
-        ({"default_delay_ms": 20000}, "default_delay_ms"), ({"max_base64_chars": 10}, "max_base64_chars"),
-        ({"queue_limit": -1}, "queue_limit"), ({"clip_max_width": 8}, "clip_max_width"),
+        ({"default_delay_ms": 20000}, "default_delay_ms"),
+        ({"max_base64_chars": 10}, "max_base64_chars"),
+        ({"queue_limit": -1}, "queue_limit"),
+        ({"clip_max_width": 8}, "clip_max_width"),
         ({"backend": "webcam"}, "backend"),
     ],
 )

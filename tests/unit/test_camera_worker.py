@@ -25,7 +25,7 @@ from edgeclaw.capabilities.camera.media import jpeg_size
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
-FAKE = '''
+FAKE = """
 import os, subprocess, time
 
 def _ffmpeg(args):
@@ -72,7 +72,7 @@ class Picamera2:
         w, h = self.size
         _ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate=30", "-t", f"{time.monotonic() - t0:.3f}",
                  "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", output.filename])
-'''
+"""
 
 ENCODERS = "class H264Encoder:\n    def __init__(self, bitrate=None): self.bitrate = bitrate\n"
 OUTPUTS = (
@@ -89,16 +89,24 @@ def fake_env(tmp_path: Path) -> dict[str, str]:
     (pkg / "__init__.py").write_text(textwrap.dedent(FAKE))
     (pkg / "encoders.py").write_text(ENCODERS)
     (pkg / "outputs.py").write_text(OUTPUTS)
-    return {"PYTHONPATH": str(tmp_path / "site"), "PATH": os.environ["PATH"], "FAKE_LOG": str(tmp_path / "log")}
+    return {
+        "PYTHONPATH": str(tmp_path / "site"),
+        "PATH": os.environ["PATH"],
+        "FAKE_LOG": str(tmp_path / "log"),
+    }
 
 
 def camera(env: dict[str, str]) -> CameraCapability:
-    cap = CameraCapability(Config(enabled=True, backend="picamera2", default_delay_ms=0), types.SimpleNamespace(simulated=False))  # type: ignore[arg-type]
+    cap = CameraCapability(
+        Config(enabled=True, backend="picamera2", default_delay_ms=0), types.SimpleNamespace(simulated=False)
+    )  # type: ignore[arg-type]
     cap._backend = Picamera2Backend(python=sys.executable, env=env)  # the stand-in instead of detection
     return cap
 
 
-async def call(cap: CameraCapability, command: str, params: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+async def call(
+    cap: CameraCapability, command: str, params: dict[str, Any], timeout: float = 30
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     ctx = InvokeContext("w", command, params, loop.time() + timeout, int(timeout * 1000))
     return await cap.handlers()[command](ctx)

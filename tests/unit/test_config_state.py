@@ -28,7 +28,12 @@ def test_defaults_are_safe_and_complete() -> None:
     ("text", "line", "key", "words"),
     [
         ("gateway:\n  url: ws://127.0.0.1:1\n  colour: blue\n", 3, "gateway.colour", "unknown key"),
-        ("node:\n  display_name: x\n  max_concurrent_invokes: many\n", 3, "node.max_concurrent_invokes", "integer"),
+        (
+            "node:\n  display_name: x\n  max_concurrent_invokes: many\n",
+            3,
+            "node.max_concurrent_invokes",
+            "integer",
+        ),
         ("log:\n  level: loud\n", 2, "log.level", "one of"),
         ("gateway:\n  url: http://gw\n", 2, "gateway.url", "ws://"),
         ("\n\nmystery: {}\n", 3, "mystery", "unknown section"),
@@ -66,7 +71,10 @@ def test_missing_token_file_is_reported_with_key(tmp_path: Path) -> None:
 def test_env_overrides_gateway_url_and_token(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("gateway:\n  url: ws://10.0.0.1:18789\n")
-    config = load_config(str(path), env={"EDGECLAW_GATEWAY_URL": "wss://gw.example:443", "EDGECLAW_GATEWAY_TOKEN": "s3cret-token"})
+    config = load_config(
+        str(path),
+        env={"EDGECLAW_GATEWAY_URL": "wss://gw.example:443", "EDGECLAW_GATEWAY_TOKEN": "s3cret-token"},
+    )
     assert config.gateway.url == "wss://gw.example:443"
     assert config.gateway_token == "s3cret-token"
     assert "s3cret" not in repr(config)
@@ -78,8 +86,17 @@ def test_insecure_ws_to_public_host_only_when_allowed() -> None:
 
 @pytest.mark.parametrize(
     ("host", "private"),
-    [("127.0.0.1", True), ("localhost", True), ("10.1.2.3", True), ("192.168.1.9", True), ("gw.local", True),
-     ("box.tail1234.ts.net", True), ("[::1]", True), ("8.8.8.8", False), ("gw.example.com", False)],
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("10.1.2.3", True),
+        ("192.168.1.9", True),
+        ("gw.local", True),
+        ("box.tail1234.ts.net", True),
+        ("[::1]", True),
+        ("8.8.8.8", False),
+        ("gw.example.com", False),
+    ],
 )
 def test_private_hosts(host: str, private: bool) -> None:
     assert is_private_host(host) is private
@@ -90,7 +107,10 @@ def test_bad_config_exits_78_with_the_location(tmp_path: Path) -> None:
     path.write_text("node:\n  display_name: x\n  bogus: 1\n")
     proc = subprocess.run(
         [sys.executable, "-m", "edgeclaw", "--config", str(path), "run"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 78
     assert f"{path}:3: node.bogus: unknown key" in proc.stderr
@@ -155,7 +175,10 @@ def test_corrupt_identity_exits_65(tmp_path: Path) -> None:
     path.write_text(f"node:\n  state_dir: {state_dir}\n  runtime_dir: {tmp_path}/run\n")
     proc = subprocess.run(
         [sys.executable, "-m", "edgeclaw", "--config", str(path), "run"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 65
     assert "corrupt" in proc.stderr and json.loads((state_dir / "identity.json").read_text()) == []

@@ -19,12 +19,22 @@ from edgeclaw.platform.events import EventBus
 from edgeclaw.typedconfig import build
 
 PINS: dict[str, Any] = {
-    "relay": {"pin": "GPIO17", "kind": "output", "description": "door strike", "safe_state": 0,
-              "safe_on_failsafe": True},
+    "relay": {
+        "pin": "GPIO17",
+        "kind": "output",
+        "description": "door strike",
+        "safe_state": 0,
+        "safe_on_failsafe": True,
+    },
     "lamp": {"pin": "BOARD12", "kind": "output", "safe_state": 1, "safe_on_shutdown": True},
     "fan": {"pin": 13, "kind": "pwm", "frequency": 50, "safe_state": 0, "safe_on_failsafe": False},
-    "button": {"pin": "GPIO22", "kind": "button", "bounce_time": 0.05, "on_edge": "agent",
-               "message": "{name} {state} #{seq}"},
+    "button": {
+        "pin": "GPIO22",
+        "kind": "button",
+        "bounce_time": 0.05,
+        "on_edge": "agent",
+        "message": "{name} {state} #{seq}",
+    },
     "door": {"pin": "GPIO23", "kind": "input", "pull": "down", "bounce_time": 0},
 }
 
@@ -71,7 +81,9 @@ def gpio_config(pins: dict[str, Any] | None = None, **extra: Any) -> Config:
     return build(Config, {"enabled": True, "pins": pins if pins is not None else PINS, **extra}, path="gpio")
 
 
-async def started(tmp: Path, *, connected: bool = True, pins: dict[str, Any] | None = None, **extra: Any) -> Any:
+async def started(
+    tmp: Path, *, connected: bool = True, pins: dict[str, Any] | None = None, **extra: Any
+) -> Any:
     svc = FakeServices(tmp, connected=connected)
     cap = create(gpio_config(pins, **extra), svc)
     await cap.start()
@@ -79,8 +91,13 @@ async def started(tmp: Path, *, connected: bool = True, pins: dict[str, Any] | N
 
 
 def ctx(command: str, **params: Any) -> InvokeContext:
-    return InvokeContext(invoke_id="i", command=command, params=params,
-                         deadline=asyncio.get_running_loop().time() + 30, timeout_ms=30000)
+    return InvokeContext(
+        invoke_id="i",
+        command=command,
+        params=params,
+        deadline=asyncio.get_running_loop().time() + 30,
+        timeout_ms=30000,
+    )
 
 
 async def call(cap: Any, command: str, **params: Any) -> Any:
@@ -300,8 +317,12 @@ async def test_failsafe_after_gateway_unreachable(tmp_path: Path) -> None:
 
 
 async def test_failsafe_when_gateway_never_reached(tmp_path: Path) -> None:
-    cap, _ = await started(tmp_path, connected=False, failsafe_after=0.1,
-                           pins={"relay": {"pin": 17, "initial_value": 1, "safe_state": 0, "safe_on_failsafe": True}})
+    cap, _ = await started(
+        tmp_path,
+        connected=False,
+        failsafe_after=0.1,
+        pins={"relay": {"pin": 17, "initial_value": 1, "safe_state": 0, "safe_on_failsafe": True}},
+    )
     try:
         assert pin(cap, "relay").state == 1
         await until(lambda: pin(cap, "relay").state == 0, timeout=2)
@@ -332,8 +353,11 @@ async def test_agent_requests_are_spooled_in_order_while_offline(tmp_path: Path)
         await until(lambda: len(cap.spool.entries) == 3)
         assert svc.sent == []
         on_disk = json.loads((svc.state_dir / "gpio-spool.json").read_text())
-        assert [e["message"] for e in on_disk["entries"]] == ["button pressed #1", "button pressed #3",
-                                                                "button pressed #5"]
+        assert [e["message"] for e in on_disk["entries"]] == [
+            "button pressed #1",
+            "button pressed #3",
+            "button pressed #5",
+        ]
         assert (svc.state_dir / "gpio-spool.json").stat().st_mode & 0o077 == 0
         # surface not approved yet: the first try is refused as PAIRING_CHANGED, then it goes through
         svc.refuse.append(InvokeError("PAIRING_CHANGED", "pairing changed"))
@@ -343,7 +367,11 @@ async def test_agent_requests_are_spooled_in_order_while_offline(tmp_path: Path)
         capmod.RETRY_S = 0.05
         await cap.on_session_ready()
         await until(lambda: len(svc.sent) == 3)
-        assert [p["message"] for _, p in svc.sent] == ["button pressed #1", "button pressed #3", "button pressed #5"]
+        assert [p["message"] for _, p in svc.sent] == [
+            "button pressed #1",
+            "button pressed #3",
+            "button pressed #5",
+        ]
         assert {e for e, _ in svc.sent} == {"agent.request"}
         assert {p["sessionKey"] for _, p in svc.sent} == {"edgeclaw-garage-pi"}
         assert cap.spool.entries == [] and cap.spool.counters.sent == 3
@@ -353,8 +381,16 @@ async def test_agent_requests_are_spooled_in_order_while_offline(tmp_path: Path)
 
 
 async def test_spool_survives_restart_and_drops_expired_with_a_count(tmp_path: Path) -> None:
-    pins = {"button": {"pin": 22, "kind": "button", "bounce_time": 0, "on_edge": "agent", "trigger_on": "both",
-                       "message": "{name} went {state}"}}
+    pins = {
+        "button": {
+            "pin": 22,
+            "kind": "button",
+            "bounce_time": 0,
+            "on_edge": "agent",
+            "trigger_on": "both",
+            "message": "{name} went {state}",
+        }
+    }
     cap, svc = await started(tmp_path, connected=False, pins=pins, spool_max_age=60)
     for level in (False, True, False):
         await drive(cap, "button", level)
@@ -384,7 +420,9 @@ async def test_spool_survives_restart_and_drops_expired_with_a_count(tmp_path: P
 
 
 async def test_spool_is_bounded(tmp_path: Path) -> None:
-    pins = {"button": {"pin": 22, "kind": "input", "bounce_time": 0, "on_edge": "agent", "trigger_on": "both"}}
+    pins = {
+        "button": {"pin": 22, "kind": "input", "bounce_time": 0, "on_edge": "agent", "trigger_on": "both"}
+    }
     cap, _ = await started(tmp_path, connected=False, pins=pins, spool_max=2)
     try:
         for level in (True, False, True, False):
@@ -428,8 +466,15 @@ async def test_tools_and_skill(tmp_path: Path) -> None:
     cap, _ = await started(tmp_path)
     try:
         tools = {t["name"]: t for t in cap.plugin_tools()}
-        assert {"gpio_list", "gpio_events", "gpio_relay_write", "gpio_relay_pulse", "gpio_relay_read",
-                "gpio_fan_pwm", "gpio_button_read"} <= set(tools)
+        assert {
+            "gpio_list",
+            "gpio_events",
+            "gpio_relay_write",
+            "gpio_relay_pulse",
+            "gpio_relay_read",
+            "gpio_fan_pwm",
+            "gpio_button_read",
+        } <= set(tools)
         assert "gpio_button_write" not in tools and "gpio_relay_pwm" not in tools
         write = tools["gpio_relay_write"]
         assert write["command"] == "gpio.write" and "door strike" in write["description"]

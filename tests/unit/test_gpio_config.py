@@ -28,12 +28,15 @@ def error_of(text: str) -> ConfigError:
 
 
 def test_valid_board_parses() -> None:
-    cfg = parse_config(gpio_yaml("""\
+    cfg = parse_config(
+        gpio_yaml("""\
         relay: {pin: GPIO17, safe_state: 0, safe_on_failsafe: true}
         fan: {pin: 13, kind: pwm, frequency: 25000}
         button: {pin: BOARD15, kind: button, on_edge: agent}
         sonar: {pin: GPIO24, trigger: GPIO23, kind: distance}
-    """), file="board.yaml").capabilities["gpio"]
+    """),
+        file="board.yaml",
+    ).capabilities["gpio"]
     assert cfg.pins["relay"].safe_state == 0 and cfg.pins["fan"].pin == "13"
     assert cfg.pins["button"].active_when_high() is False  # buttons default to pull-up
 
@@ -78,19 +81,24 @@ def _write_config(tmp_path: Path, pins: str, hardware: str = "simulated") -> Pat
 
 
 def test_gpio_safe_sets_marked_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write_config(tmp_path, """\
+    path = _write_config(
+        tmp_path,
+        """\
         relay: {pin: 17, safe_state: 0}
         lamp: {pin: 18, safe_state: 1}
         fan: {pin: 13, kind: pwm, safe_state: 0.2}
         keep: {pin: 19, safe_state: 1, safe_on_shutdown: false}
         plain: {pin: 20}
         button: {pin: 22, kind: button}
-    """)
+    """,
+    )
     assert cli_main(["--config", str(path), "gpio-safe", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["simulated"] is True
     assert [(p["name"], p["value"], p["ok"]) for p in doc["pins"]] == [
-        ("relay", 0, True), ("lamp", 1, True), ("fan", 0.2, True)
+        ("relay", 0, True),
+        ("lamp", 1, True),
+        ("fan", 0.2, True),
     ]
     assert cli_main(["--config", str(path), "gpio-safe", "--dry-run"]) == 0
     assert "would set lamp (18) to 1" in capsys.readouterr().out
@@ -117,7 +125,13 @@ def test_gpiozero_is_not_imported_without_pins(tmp_path: Path) -> None:
         "print(any(m.startswith('gpiozero') for m in sys.modules))"
     )
     path = _write_config(tmp_path, "relay: {pin: 17, safe_state: 0}\n")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

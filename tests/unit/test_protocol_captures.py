@@ -45,18 +45,36 @@ def _payload_from_params(params: dict, version: str = "v3") -> str:
     token = auth.get("token") or auth.get("deviceToken") or auth.get("bootstrapToken") or ""
     if version == "v2":
         return "|".join(
-            ["v2", device["id"], client["id"], client["mode"], params["role"], ",".join(params.get("scopes") or []),
-             str(device["signedAt"]), token, device["nonce"]]
+            [
+                "v2",
+                device["id"],
+                client["id"],
+                client["mode"],
+                params["role"],
+                ",".join(params.get("scopes") or []),
+                str(device["signedAt"]),
+                token,
+                device["nonce"],
+            ]
         )
     return signature_payload_v3(
-        device_id=device["id"], client_id=client["id"], client_mode=client["mode"], role=params["role"],
-        scopes=params.get("scopes") or [], signed_at_ms=device["signedAt"], token=token, nonce=device["nonce"],
-        platform=client.get("platform"), device_family=client.get("deviceFamily"),
+        device_id=device["id"],
+        client_id=client["id"],
+        client_mode=client["mode"],
+        role=params["role"],
+        scopes=params.get("scopes") or [],
+        signed_at_ms=device["signedAt"],
+        token=token,
+        nonce=device["nonce"],
+        platform=client.get("platform"),
+        device_family=client.get("deviceFamily"),
     )
 
 
 CHECKED_BEFORE_SIGNATURE = {
-    "DEVICE_AUTH_DEVICE_ID_MISMATCH", "DEVICE_AUTH_NONCE_MISMATCH", "DEVICE_AUTH_NONCE_REQUIRED",
+    "DEVICE_AUTH_DEVICE_ID_MISMATCH",
+    "DEVICE_AUTH_NONCE_MISMATCH",
+    "DEVICE_AUTH_NONCE_REQUIRED",
     "DEVICE_AUTH_SIGNATURE_EXPIRED",
 }
 
@@ -64,8 +82,12 @@ CHECKED_BEFORE_SIGNATURE = {
 def _connects_with_answers() -> list[tuple[dict, dict]]:
     answers = {f["id"]: f for f in wire.frames() if f.get("type") == "res"}
     return [
-        (f["params"], answers[f["id"]]) for f in wire.frames()
-        if f.get("type") == "req" and f.get("method") == "connect" and "device" in f["params"] and f["id"] in answers
+        (f["params"], answers[f["id"]])
+        for f in wire.frames()
+        if f.get("type") == "req"
+        and f.get("method") == "connect"
+        and "device" in f["params"]
+        and f["id"] in answers
     ]
 
 
@@ -82,7 +104,9 @@ def test_our_verifier_agrees_with_the_real_gateway_on_every_captured_signature()
         ok = verify_signature(device["publicKey"], _payload_from_params(params), device["signature"]) or (
             verify_signature(device["publicKey"], _payload_from_params(params, "v2"), device["signature"])
         )
-        refused_signature = (answer.get("error") or {}).get("details", {}).get("code") == "DEVICE_AUTH_SIGNATURE_INVALID"
+        refused_signature = (answer.get("error") or {}).get("details", {}).get(
+            "code"
+        ) == "DEVICE_AUTH_SIGNATURE_INVALID"
         assert ok is not refused_signature, (answer.get("error"), device["id"][:12])
         verdicts["invalid" if refused_signature else "valid"] += 1
     assert verdicts["valid"] >= 10 and verdicts["invalid"] >= 2, verdicts
@@ -100,7 +124,9 @@ def test_captured_device_id_is_sha256_of_public_key() -> None:
 
     for params, answer in _connects_with_answers():
         matches = device_id_for(b64url_decode(params["device"]["publicKey"])) == params["device"]["id"]
-        mismatch_refused = answer.get("error", {}).get("details", {}).get("code") == "DEVICE_AUTH_DEVICE_ID_MISMATCH"
+        mismatch_refused = (
+            answer.get("error", {}).get("details", {}).get("code") == "DEVICE_AUTH_DEVICE_ID_MISMATCH"
+        )
         assert matches is not mismatch_refused
 
 
@@ -111,11 +137,21 @@ def test_our_signer_yields_the_identical_payload_string() -> None:
         "v3|8e6c5bda3582678|node-host|node|node||1795689164833|ocr-test-token-123|"
         "215beaa8-01f0-4d45-b6be-0d362878680c|linux|linux"
     )
-    assert signature_payload_v3(
-        device_id="8e6c5bda3582678", client_id="node-host", client_mode="node", role="node", scopes=[],
-        signed_at_ms=1795689164833, token="ocr-test-token-123", nonce="215beaa8-01f0-4d45-b6be-0d362878680c",
-        platform=" Linux ", device_family="Linux",
-    ) == expected
+    assert (
+        signature_payload_v3(
+            device_id="8e6c5bda3582678",
+            client_id="node-host",
+            client_mode="node",
+            role="node",
+            scopes=[],
+            signed_at_ms=1795689164833,
+            token="ocr-test-token-123",
+            nonce="215beaa8-01f0-4d45-b6be-0d362878680c",
+            platform=" Linux ",
+            device_family="Linux",
+        )
+        == expected
+    )
     identity = DeviceIdentity.from_seed(bytes(range(32)))
     real = wire.connect_params()[0]
     ours = build_connect_params(
@@ -136,12 +172,20 @@ def test_our_signer_yields_the_identical_payload_string() -> None:
 
 def test_connect_params_use_only_keys_the_real_node_host_sends() -> None:
     """ConnectParams and client are closed schemas on the gateway: an unknown key fails the connect."""
-    real_keys = set().union(*(p.keys() for p in wire.connect_params())) | {"permissions", "locale", "userAgent"}
+    real_keys = set().union(*(p.keys() for p in wire.connect_params())) | {
+        "permissions",
+        "locale",
+        "userAgent",
+    }
     real_client_keys = set().union(*(p["client"].keys() for p in wire.connect_params())) | {"modelIdentifier"}
     ours = build_connect_params(
         identity=DeviceIdentity.generate(),
         client=ClientInfo(display_name="x", version="1", instance_id="i", model_identifier="Raspberry Pi 4"),
-        auth=Auth(token="t"), nonce="n", signed_at_ms=1, caps=[], commands=[],
+        auth=Auth(token="t"),
+        nonce="n",
+        signed_at_ms=1,
+        caps=[],
+        commands=[],
     )
     assert set(ours) <= real_keys
     assert set(ours["client"]) <= real_client_keys
@@ -163,8 +207,16 @@ def test_pairing_required_capture_is_classified_with_its_request_id() -> None:
         ({"code": "AUTH_DEVICE_TOKEN_MISMATCH"}, Auth(device_token="d"), ConnectAction.DROP_DEVICE_TOKEN),
         ({"code": "AUTH_TOKEN_MISMATCH"}, Auth(token="t"), ConnectAction.FATAL_AUTH),
         ({"code": "AUTH_TOKEN_MISMATCH"}, Auth(device_token="d"), ConnectAction.DROP_DEVICE_TOKEN),
-        ({"code": "AUTH_BOOTSTRAP_TOKEN_INVALID"}, Auth(bootstrap_token="b"), ConnectAction.DROP_BOOTSTRAP_TOKEN),
-        ({"code": "PROTOCOL_MISMATCH", "expectedProtocol": 3}, Auth(token="t"), ConnectAction.PROTOCOL_FALLBACK),
+        (
+            {"code": "AUTH_BOOTSTRAP_TOKEN_INVALID"},
+            Auth(bootstrap_token="b"),
+            ConnectAction.DROP_BOOTSTRAP_TOKEN,
+        ),
+        (
+            {"code": "PROTOCOL_MISMATCH", "expectedProtocol": 3},
+            Auth(token="t"),
+            ConnectAction.PROTOCOL_FALLBACK,
+        ),
         ({"code": "PROTOCOL_MISMATCH", "expectedProtocol": 5}, Auth(token="t"), ConnectAction.FATAL_PROTOCOL),
         ({"code": "AUTH_RATE_LIMITED"}, Auth(token="t"), ConnectAction.RETRY_AFTER),
         ({"code": "DEVICE_AUTH_SIGNATURE_INVALID"}, Auth(token="t"), ConnectAction.RETRY),
@@ -177,7 +229,12 @@ def test_connect_errors_each_have_their_own_action(details: dict, auth: Auth, ac
 
 def test_startup_unavailable_waits_what_the_gateway_says() -> None:
     error = GatewayError.from_obj(
-        {"code": "UNAVAILABLE", "message": "starting", "retryAfterMs": 1500, "details": {"reason": "startup-sidecars"}}
+        {
+            "code": "UNAVAILABLE",
+            "message": "starting",
+            "retryAfterMs": 1500,
+            "details": {"reason": "startup-sidecars"},
+        }
     )
     verdict = classify_connect_error(error, auth=Auth(token="t"))
     assert verdict.action is ConnectAction.RETRY_AFTER and verdict.retry_after_ms == 1500
@@ -185,8 +242,11 @@ def test_startup_unavailable_waits_what_the_gateway_says() -> None:
 
 def test_hello_ok_from_captures() -> None:
     hellos = [
-        f["payload"] for f in wire.frames()
-        if f.get("type") == "res" and f.get("ok") and isinstance(f.get("payload"), dict)
+        f["payload"]
+        for f in wire.frames()
+        if f.get("type") == "res"
+        and f.get("ok")
+        and isinstance(f.get("payload"), dict)
         and f["payload"].get("type") == "hello-ok"
     ]
     assert len(hellos) >= 5
@@ -195,7 +255,8 @@ def test_hello_ok_from_captures() -> None:
         assert hello.max_payload == 26214400 and hello.tick_interval_ms == 30000
         assert hello.device_token
     reconnect = next(
-        HelloOk.from_payload(f["payload"]) for f in wire.frames("05-reconnect-with-stored-device-token.jsonl")
+        HelloOk.from_payload(f["payload"])
+        for f in wire.frames("05-reconnect-with-stored-device-token.jsonl")
         if f.get("type") == "res" and f.get("ok") and f["payload"].get("type") == "hello-ok"
     )
     assert reconnect.auth_method == "device-token"
@@ -203,7 +264,8 @@ def test_hello_ok_from_captures() -> None:
 
 def test_surface_request_id_is_read_from_the_gateway_message() -> None:
     errors = [
-        GatewayError.from_obj(f["error"]) for f in wire.frames("02-connect-surface-approval-idle.jsonl")
+        GatewayError.from_obj(f["error"])
+        for f in wire.frames("02-connect-surface-approval-idle.jsonl")
         if f.get("type") == "res" and not f.get("ok")
     ]
     ids = {surface_request_id(e) for e in errors} - {None}
@@ -212,8 +274,18 @@ def test_surface_request_id_is_read_from_the_gateway_message() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["{", "[]", "42", '"x"', '{"type":"event"}', '{"type":"res","id":"1"}', '{"type":"res","ok":true}',
-     '{"type":"nope"}', '{"type":"req","id":"","method":"m"}', b"\xff\xfe"],
+    [
+        "{",
+        "[]",
+        "42",
+        '"x"',
+        '{"type":"event"}',
+        '{"type":"res","id":"1"}',
+        '{"type":"res","ok":true}',
+        '{"type":"nope"}',
+        '{"type":"req","id":"","method":"m"}',
+        b"\xff\xfe",
+    ],
 )
 def test_malformed_frames_raise_frame_error(text: str | bytes) -> None:
     with pytest.raises(frames.FrameError):

@@ -25,7 +25,10 @@ def test_status_and_ready_are_utf8(notify_socket: socket.socket) -> None:
     n = Notifier()
     n.ready("connected to ws://gw:18789 as ガレージ-pi · approved · 0 invokes")
     msg = notify_socket.recv(4096).decode("utf-8")  # raises if not UTF-8
-    assert msg.splitlines() == ["READY=1", "STATUS=connected to ws://gw:18789 as ガレージ-pi · approved · 0 invokes"]
+    assert msg.splitlines() == [
+        "READY=1",
+        "STATUS=connected to ws://gw:18789 as ガレージ-pi · approved · 0 invokes",
+    ]
     n.status("reload failed: bad\nvalue")
     assert notify_socket.recv(4096).decode("utf-8") == "STATUS=reload failed: bad value"
     n.status("reload failed: bad\nvalue")  # unchanged: not resent

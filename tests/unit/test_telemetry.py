@@ -34,9 +34,13 @@ def value(text: str, name: str, **labels: str) -> float:
     return samples(text)[(name, tuple(sorted(labels.items())))]
 
 
-def invoke(bus: EventBus, command: str, duration: float, outcome: str = "ok", code: str | None = None) -> None:
+def invoke(
+    bus: EventBus, command: str, duration: float, outcome: str = "ok", code: str | None = None
+) -> None:
     bus.emit(events.INVOKE_START, command=command, invoke_id="i")
-    bus.emit(events.INVOKE_STOP, command=command, invoke_id="i", duration_s=duration, outcome=outcome, code=code)
+    bus.emit(
+        events.INVOKE_STOP, command=command, invoke_id="i", duration_s=duration, outcome=outcome, code=code
+    )
 
 
 def test_series_after_a_session_with_invokes() -> None:
@@ -51,7 +55,15 @@ def test_series_after_a_session_with_invokes() -> None:
     invoke(bus, "gpio.read", 0.01, "cancelled")
     bus.emit(events.INVOKE_EXCEPTION, command="gpio.read", invoke_id="x", error="RuntimeError()")
     bus.emit(events.LOOP_LAG, lag_s=1.7)
-    text = metrics.render(Snapshot(pairing="approved", invokes_in_flight=2, withheld_commands=1, rss_bytes=25_000_000, loop_lag_s=0.002))
+    text = metrics.render(
+        Snapshot(
+            pairing="approved",
+            invokes_in_flight=2,
+            withheld_commands=1,
+            rss_bytes=25_000_000,
+            loop_lag_s=0.002,
+        )
+    )
 
     assert value(text, "edgeclaw_invokes_total", command="device.status", outcome="ok") == 3
     assert value(text, "edgeclaw_invokes_total", command="camera.snap", outcome="error") == 1
@@ -103,8 +115,19 @@ def test_label_values_from_the_gateway_are_bounded_and_escaped() -> None:
 
 def make_telemetry(tmp_path: Path, **config: Any) -> tuple[Telemetry, EventBus, dict[str, Any]]:
     bus = EventBus()
-    snap: dict[str, Any] = {"pairing": "surface-pending", "invokes_in_flight": 0, "withheld_commands": ["device.info"]}
-    tel = Telemetry(TelemetryConfig(**config), bus, node_id="n1", version="0.1.0", snapshot=lambda: snap, loop_lag=lambda: 0.0)
+    snap: dict[str, Any] = {
+        "pairing": "surface-pending",
+        "invokes_in_flight": 0,
+        "withheld_commands": ["device.info"],
+    }
+    tel = Telemetry(
+        TelemetryConfig(**config),
+        bus,
+        node_id="n1",
+        version="0.1.0",
+        snapshot=lambda: snap,
+        loop_lag=lambda: 0.0,
+    )
     return tel, bus, snap
 
 
@@ -122,7 +145,9 @@ def test_textfile_is_replaced_atomically_and_readable(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeclaw.prom"]  # no temp file left behind
 
 
-def test_missing_textfile_directory_is_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_textfile_directory_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     target = tmp_path / "no-such-dir" / "edgeclaw.prom"
     tel, _, _ = make_telemetry(tmp_path, textfile=str(target))
     with caplog.at_level(logging.INFO, logger="edgeclaw.telemetry"):

@@ -23,8 +23,10 @@ def records(name: str | None = None) -> list[dict[str, Any]]:
 
 def frames(name: str | None = None, direction: str | None = None) -> list[dict[str, Any]]:
     return [
-        r["frame"] for r in records(name)
-        if "frame" in r and (direction is None or r["dir"].endswith(direction) or r["dir"].startswith(direction))
+        r["frame"]
+        for r in records(name)
+        if "frame" in r
+        and (direction is None or r["dir"].endswith(direction) or r["dir"].startswith(direction))
     ]
 
 

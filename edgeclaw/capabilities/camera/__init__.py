@@ -36,7 +36,9 @@ class Config:
     # false keeps the commands declared (no re-pairing) but every capture answers CAMERA_DISABLED;
     # flip it with a SIGHUP reload as a privacy switch.
     capture: bool = True
-    backend: BackendName = "auto"  # auto: picamera2, rpicam, v4l2 in that order; simulated on hardware: simulated
+    backend: BackendName = (
+        "auto"  # auto: picamera2, rpicam, v4l2 in that order; simulated on hardware: simulated
+    )
     default_delay_ms: int = 2000  # settle time for auto-exposure/white balance when delayMs is not given
     # Budget for the base64 answer on top of the gateway's maxPayload: the openclaw CLI fails (1006)
     # above about 13.1 M characters, so stay under it by default.

@@ -55,34 +55,61 @@ def build_backend(config: Config, simulated: bool) -> tuple[list[Backend], str]:
             return [], f"the simulated camera needs ffmpeg ({config.ffmpeg} not found)"
         from edgeclaw.capabilities.camera.backends.simulated import SimulatedBackend
 
-        return [SimulatedBackend(
-            ffmpeg=config.ffmpeg, count=config.simulated_devices, width=config.simulated_width,
-            height=config.simulated_height, audio=config.simulated_audio, encoder=config.h264_encoder, clip_max_width=cw, framerate=fr,
-        )], ""
+        return [
+            SimulatedBackend(
+                ffmpeg=config.ffmpeg,
+                count=config.simulated_devices,
+                width=config.simulated_width,
+                height=config.simulated_height,
+                audio=config.simulated_audio,
+                encoder=config.h264_encoder,
+                clip_max_width=cw,
+                framerate=fr,
+            )
+        ], ""
     if kind in ("auto", "picamera2"):
         if Path(config.picamera2_python).exists():
             from edgeclaw.capabilities.camera.backends.picamera2 import Picamera2Backend
 
-            out.append(Picamera2Backend(python=config.picamera2_python, audio_device=config.audio_device, clip_max_width=cw, framerate=fr))
+            out.append(
+                Picamera2Backend(
+                    python=config.picamera2_python,
+                    audio_device=config.audio_device,
+                    clip_max_width=cw,
+                    framerate=fr,
+                )
+            )
         else:
             reasons.append(f"picamera2: {config.picamera2_python} not found")
     if kind in ("auto", "rpicam"):
         if shutil.which(config.rpicam_still) and shutil.which(config.rpicam_vid):
             from edgeclaw.capabilities.camera.backends.rpicam import RpicamBackend
 
-            out.append(RpicamBackend(
-                still=config.rpicam_still, vid=config.rpicam_vid, audio_device=config.audio_device, clip_max_width=cw, framerate=fr,
-            ))
+            out.append(
+                RpicamBackend(
+                    still=config.rpicam_still,
+                    vid=config.rpicam_vid,
+                    audio_device=config.audio_device,
+                    clip_max_width=cw,
+                    framerate=fr,
+                )
+            )
         else:
             reasons.append("rpicam: rpicam-still/rpicam-vid not installed")
     if kind in ("auto", "v4l2"):
         if ffmpeg_ok:
             from edgeclaw.capabilities.camera.backends.v4l2 import V4L2Backend
 
-            out.append(V4L2Backend(
-                ffmpeg=config.ffmpeg, encoder=config.h264_encoder, audio_device=config.audio_device,
-                passthrough=config.mjpeg_passthrough, clip_max_width=cw, framerate=fr,
-            ))
+            out.append(
+                V4L2Backend(
+                    ffmpeg=config.ffmpeg,
+                    encoder=config.h264_encoder,
+                    audio_device=config.audio_device,
+                    passthrough=config.mjpeg_passthrough,
+                    clip_max_width=cw,
+                    framerate=fr,
+                )
+            )
         else:
             reasons.append("v4l2: ffmpeg not installed")
     return out, "; ".join(reasons)
@@ -109,7 +136,11 @@ class CameraCapability(Capability):
     def handlers(self) -> dict[str, Handler]:
         if not self.config.enabled:
             return {}
-        return {"camera.list": self.handle_list, "camera.snap": self.handle_snap, "camera.clip": self.handle_clip}
+        return {
+            "camera.list": self.handle_list,
+            "camera.snap": self.handle_snap,
+            "camera.clip": self.handle_clip,
+        }
 
     async def start(self) -> None:
         # detect in the background: picamera2/rpicam listing can take seconds on a Pi
@@ -147,8 +178,12 @@ class CameraCapability(Capability):
                 devices = await backend.list_devices()
                 if devices or len(candidates) == 1:
                     self._backend, self._devices, self._listed_at = backend, devices, loop.time()
-                    log.info("camera: %s backend, %d device(s): %s", backend.name, len(devices),
-                             ", ".join(d.id for d in devices) or "none")
+                    log.info(
+                        "camera: %s backend, %d device(s): %s",
+                        backend.name,
+                        len(devices),
+                        ", ".join(d.id for d in devices) or "none",
+                    )
                     return backend
                 tried.append(f"{backend.name}: no cameras")
             self._unavailable = "; ".join(tried) or "no camera backend"
@@ -188,7 +223,9 @@ class CameraCapability(Capability):
 
     def _check_capture(self) -> None:
         if not self.config.capture:
-            raise InvokeError("CAMERA_DISABLED", "the camera is turned off in this node's config (camera.capture)")
+            raise InvokeError(
+                "CAMERA_DISABLED", "the camera is turned off in this node's config (camera.capture)"
+            )
 
     def _budget(self, ctx: InvokeContext) -> int:
         return max(0, min(ctx.max_payload_bytes - RESULT_OVERHEAD, self.config.max_base64_chars))
@@ -197,13 +234,17 @@ class CameraCapability(Capability):
     async def _hold(self, device: Device, ctx: InvokeContext) -> AsyncIterator[None]:
         gate = self._gates.setdefault(device.id, _Gate())
         if gate.users > self.config.queue_limit:
-            raise InvokeError("CAMERA_BUSY", f"camera {device.id} is capturing and its queue is full; try again")
+            raise InvokeError(
+                "CAMERA_BUSY", f"camera {device.id} is capturing and its queue is full; try again"
+            )
         gate.users += 1  # counted before the first await, so simultaneous callers see each other
         try:
             try:
                 await asyncio.wait_for(gate.lock.acquire(), max(0.01, ctx.remaining() - DEADLINE_MARGIN_S))
             except TimeoutError:
-                raise InvokeError("CAMERA_BUSY", f"camera {device.id} stayed busy until the invoke deadline") from None
+                raise InvokeError(
+                    "CAMERA_BUSY", f"camera {device.id} stayed busy until the invoke deadline"
+                ) from None
             try:
                 yield
             finally:
@@ -217,7 +258,8 @@ class CameraCapability(Capability):
             done = await proc.run(job.argv, timeout=ctx.remaining() - DEADLINE_MARGIN_S, env=job.env)
         except proc.CaptureTimeout:
             raise InvokeError(
-                "TIMEOUT", f"the {backend.name} {what} did not finish before the invoke deadline and was stopped",
+                "TIMEOUT",
+                f"the {backend.name} {what} did not finish before the invoke deadline and was stopped",
             ) from None
         if done.returncode != 0:
             self._listed_at = -math.inf  # the camera may be gone: list again next time
@@ -253,16 +295,26 @@ class CameraCapability(Capability):
                 data, note = await self._shrink(data, budget, req, ctx, work)
         size = jpeg_size(data)
         if size is None:
-            raise InvokeError("CAMERA_UNAVAILABLE", f"the {backend.name} backend did not deliver a JPEG image")
+            raise InvokeError(
+                "CAMERA_UNAVAILABLE", f"the {backend.name} backend did not deliver a JPEG image"
+            )
         result: dict[str, Any] = {
-            "format": "jpg", "base64": base64.b64encode(data).decode("ascii"), "width": size[0], "height": size[1],
+            "format": "jpg",
+            "base64": base64.b64encode(data).decode("ascii"),
+            "width": size[0],
+            "height": size[1],
         }
         if note:
             result["note"] = note
         return result
 
     async def _shrink(
-        self, data: bytes, budget: int, req: SnapRequest, ctx: InvokeContext, work: Path,
+        self,
+        data: bytes,
+        budget: int,
+        req: SnapRequest,
+        ctx: InvokeContext,
+        work: Path,
     ) -> tuple[bytes, str]:
         """Re-encode a snap that would not fit the gateway's frame limit: lower quality, then fewer pixels."""
         from edgeclaw.capabilities.camera.backends.ffmpeg_common import reencode_jpeg
@@ -279,7 +331,9 @@ class CameraCapability(Capability):
             try:
                 done = await proc.run(job.argv, timeout=ctx.remaining() - DEADLINE_MARGIN_S)
             except proc.CaptureTimeout:
-                raise InvokeError("TIMEOUT", "re-encoding the snap to fit the payload limit ran out of time") from None
+                raise InvokeError(
+                    "TIMEOUT", "re-encoding the snap to fit the payload limit ran out of time"
+                ) from None
             if done.returncode != 0 or not done.stdout:
                 break
             data = done.stdout
@@ -326,8 +380,10 @@ class CameraCapability(Capability):
         if data[4:8] != b"ftyp":
             raise InvokeError("CAMERA_UNAVAILABLE", f"the {backend.name} backend did not deliver an MP4 file")
         return {
-            "format": "mp4", "base64": base64.b64encode(data).decode("ascii"),
-            "durationMs": req.duration_ms, "hasAudio": job.has_audio,
+            "format": "mp4",
+            "base64": base64.b64encode(data).decode("ascii"),
+            "durationMs": req.duration_ms,
+            "hasAudio": job.has_audio,
         }
 
     async def _run_to_file(self, backend: Backend, job: Job, ctx: InvokeContext) -> None:
@@ -336,7 +392,8 @@ class CameraCapability(Capability):
             done = await proc.run(job.argv, timeout=ctx.remaining() - DEADLINE_MARGIN_S, env=job.env)
         except proc.CaptureTimeout:
             raise InvokeError(
-                "TIMEOUT", f"the {backend.name} clip did not finish before the invoke deadline and was stopped",
+                "TIMEOUT",
+                f"the {backend.name} clip did not finish before the invoke deadline and was stopped",
             ) from None
         if done.returncode != 0:
             self._listed_at = -math.inf

@@ -91,7 +91,9 @@ def parse_clip(params: dict[str, Any]) -> ClipRequest:
     if audio is not None and not isinstance(audio, bool):
         raise _bad("includeAudio must be true or false")
     return ClipRequest(
-        duration_ms=int(min(max(duration, MIN_CLIP_MS), MAX_CLIP_MS)) if duration is not None else DEFAULT_CLIP_MS,
+        duration_ms=int(min(max(duration, MIN_CLIP_MS), MAX_CLIP_MS))
+        if duration is not None
+        else DEFAULT_CLIP_MS,
         include_audio=audio if audio is not None else True,
         device_id=device_id,
         facing=facing,

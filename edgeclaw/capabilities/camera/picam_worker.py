@@ -43,7 +43,10 @@ def _open(picamera2: Any, num: int) -> Any:
         return picamera2.Picamera2(num)
     except RuntimeError as exc:
         text = str(exc)
-        _fail(4 if "acquire" in text.lower() or "busy" in text.lower() else 1, f"Failed to acquire camera: {text}")
+        _fail(
+            4 if "acquire" in text.lower() or "busy" in text.lower() else 1,
+            f"Failed to acquire camera: {text}",
+        )
     return None
 
 
@@ -51,12 +54,14 @@ def cmd_list(_args: argparse.Namespace) -> None:
     picamera2 = _import()
     out = []
     for i, info in enumerate(picamera2.Picamera2.global_camera_info()):
-        out.append({
-            "num": int(info.get("Num", i)),
-            "model": str(info.get("Model", "camera")),
-            "location": LOCATIONS.get(info.get("Location"), "unknown"),
-            "id": str(info.get("Id", "")),
-        })
+        out.append(
+            {
+                "num": int(info.get("Num", i)),
+                "model": str(info.get("Model", "camera")),
+                "location": LOCATIONS.get(info.get("Location"), "unknown"),
+                "id": str(info.get("Id", "")),
+            }
+        )
     print(json.dumps(out), flush=True)
 
 
@@ -85,9 +90,12 @@ def cmd_clip(args: argparse.Namespace) -> None:
 
     cam = _open(picamera2, args.camera)
     try:
-        cam.configure(cam.create_video_configuration(
-            main={"size": (args.width, args.height)}, controls={"FrameRate": float(args.framerate)},
-        ))
+        cam.configure(
+            cam.create_video_configuration(
+                main={"size": (args.width, args.height)},
+                controls={"FrameRate": float(args.framerate)},
+            )
+        )
         audio = args.audio_device is not None
         kwargs: dict[str, Any] = {"audio": audio}
         if audio:

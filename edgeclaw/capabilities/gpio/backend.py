@@ -78,8 +78,11 @@ class PinHandle:
             )
         if cfg.kind == "pwm":
             return gpiozero.PWMOutputDevice(
-                pin, active_high=cfg.active_high, initial_value=cfg.initial_value,
-                frequency=int(cfg.frequency or 100) or 1, pin_factory=f,
+                pin,
+                active_high=cfg.active_high,
+                initial_value=cfg.initial_value,
+                frequency=int(cfg.frequency or 100) or 1,
+                pin_factory=f,
             )
         pull = cfg.effective_pull()
         pull_up = {"up": True, "down": False, "none": None}[pull]
@@ -95,8 +98,11 @@ class PinHandle:
             if _is_mock(f):
                 _prepare_mock_distance(f, pin, trigger, cfg.max_distance)
             dev = gpiozero.DistanceSensor(
-                echo=pin, trigger=trigger, max_distance=cfg.max_distance,
-                threshold_distance=cfg.threshold_distance, pin_factory=f,
+                echo=pin,
+                trigger=trigger,
+                max_distance=cfg.max_distance,
+                threshold_distance=cfg.threshold_distance,
+                pin_factory=f,
             )
         dev.when_activated = lambda: self._edge(True)
         dev.when_deactivated = lambda: self._edge(False)
@@ -121,17 +127,26 @@ class PinHandle:
                 if kind == "pwm":
                     value = float(dev.value)
                     freq = dev.frequency
-                    return {"value": round(value, 6), "state": active if value > 0 else inactive,
-                            "frequency": freq}
+                    return {
+                        "value": round(value, 6),
+                        "state": active if value > 0 else inactive,
+                        "frequency": freq,
+                    }
                 if kind == "distance":
                     distance = float(dev.distance)
                     is_active = bool(dev.is_active)
-                    return {"value": int(is_active), "state": active if is_active else inactive,
-                            "distance_m": round(distance, 4)}
+                    return {
+                        "value": int(is_active),
+                        "state": active if is_active else inactive,
+                        "distance_m": round(distance, 4),
+                    }
                 if kind == "motion":
                     is_active = bool(dev.is_active)
-                    return {"value": int(is_active), "state": active if is_active else inactive,
-                            "level": round(float(dev.value), 4)}
+                    return {
+                        "value": int(is_active),
+                        "state": active if is_active else inactive,
+                        "level": round(float(dev.value), 4),
+                    }
                 is_active = bool(dev.value)
                 return {"value": int(is_active), "state": active if is_active else inactive}
             except PinFault:
@@ -192,7 +207,9 @@ def _prepare_mock_distance(factory: Any, echo: Any, trigger: Any, max_distance: 
         pass
 
     echo_pin = factory.pin(echo)
-    factory.pin(trigger, pin_class=SimTriggerPin, echo_pin=echo_pin, echo_time=2 * max_distance / SPEED_OF_SOUND)
+    factory.pin(
+        trigger, pin_class=SimTriggerPin, echo_pin=echo_pin, echo_time=2 * max_distance / SPEED_OF_SOUND
+    )
 
 
 def set_mock_distance(handle: PinHandle, metres: float) -> None:
@@ -220,5 +237,9 @@ def mock_pin_state(handle: PinHandle) -> dict[str, Any]:
     """Simulated board only: the physical pin as a test would probe it."""
     dev = handle._dev()
     pin = dev.pin
-    return {"function": pin.function, "state": pin.state, "frequency": pin.frequency,
-            "changes": len(getattr(pin, "states", [])) - 1}
+    return {
+        "function": pin.function,
+        "state": pin.state,
+        "frequency": pin.frequency,
+        "changes": len(getattr(pin, "states", [])) - 1,
+    }

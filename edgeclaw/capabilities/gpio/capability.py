@@ -134,7 +134,9 @@ class GpioCapability(Capability):
                     initial = bool(handle.read()["value"])
                 except Exception:
                     initial = False
-                self.debouncers[name] = Debouncer(cfg.bounce_time, functools.partial(self._on_edge, name), initial)
+                self.debouncers[name] = Debouncer(
+                    cfg.bounce_time, functools.partial(self._on_edge, name), initial
+                )
 
     def _close_pin(self, name: str, *, safe: bool) -> None:
         pulse = self.pulses.pop(name, None)
@@ -147,7 +149,11 @@ class GpioCapability(Capability):
         handle = self.pins.pop(name)
         cfg: PinConfig = handle.cfg
         wants_safe = safe and cfg.is_output and cfg.safe_on_shutdown
-        if wants_safe and cfg.safe_state is not None and self._set_handle(handle, cfg.safe_state, why="safe stop"):
+        if (
+            wants_safe
+            and cfg.safe_state is not None
+            and self._set_handle(handle, cfg.safe_state, why="safe stop")
+        ):
             handle.release_keeping_state()
             return
         handle.close()
@@ -241,8 +247,11 @@ class GpioCapability(Capability):
                 if self._set(name, cfg.safe_state, why="failsafe"):
                     applied.append(name)
         self.failsafe_applied_at = time.time()
-        log.warning("gateway unreachable for %.0f s: failsafe put %s in the safe state",
-                    after, ", ".join(applied) or "no pins")
+        log.warning(
+            "gateway unreachable for %.0f s: failsafe put %s in the safe state",
+            after,
+            ", ".join(applied) or "no pins",
+        )
 
     # edges -----------------------------------------------------------------------------------------
     def _edge_from_thread(self, name: str, active: bool, ts: float) -> None:
@@ -274,8 +283,14 @@ class GpioCapability(Capability):
             self._spawn(self._send_edge_event(edge.to_json()), "gpio-edge-event")
             return
         fields = {
-            "name": name, "state": state, "time": iso_time(ts), "value": int(active),
-            "node": self.services.display_name, "pin": cfg.pin, "kind": cfg.kind, "seq": edge.seq,
+            "name": name,
+            "state": state,
+            "time": iso_time(ts),
+            "value": int(active),
+            "node": self.services.display_name,
+            "pin": cfg.pin,
+            "kind": cfg.kind,
+            "seq": edge.seq,
             "description": cfg.description or name,
         }
         try:
@@ -347,7 +362,8 @@ class GpioCapability(Capability):
         handle = self.pins.get(name)
         if handle is None:
             raise InvokeError(
-                "GPIO_PIN_NOT_ALLOWED", f"no pin named {name!r} is configured (configured: {', '.join(self.pins)})"
+                "GPIO_PIN_NOT_ALLOWED",
+                f"no pin named {name!r} is configured (configured: {', '.join(self.pins)})",
             )
         return handle
 
@@ -391,8 +407,10 @@ class GpioCapability(Capability):
         return {
             "pins": [self._describe(n, h) for n, h in self.pins.items()],
             "simulated": self.services.simulated,
-            "failsafe": {"after_s": self.config.failsafe_after,
-                         "applied_at": iso_time(self.failsafe_applied_at) if self.failsafe_applied_at else None},
+            "failsafe": {
+                "after_s": self.config.failsafe_after,
+                "applied_at": iso_time(self.failsafe_applied_at) if self.failsafe_applied_at else None,
+            },
             "agent_requests": self.spool.stats() if self.spool else None,
             "latest_event_seq": self.ring.seq,
         }
@@ -408,9 +426,13 @@ class GpioCapability(Capability):
         handle = self._handle(ctx)
         cfg: PinConfig = handle.cfg
         if not cfg.is_output:
-            raise InvokeError("INVALID_REQUEST", f"{handle.name} is an input ({cfg.kind}); it cannot be written")
+            raise InvokeError(
+                "INVALID_REQUEST", f"{handle.name} is an input ({cfg.kind}); it cannot be written"
+            )
         if pwm and cfg.kind != "pwm":
-            raise InvokeError("INVALID_REQUEST", f"{handle.name} is a digital output; PWM needs a pin of kind pwm")
+            raise InvokeError(
+                "INVALID_REQUEST", f"{handle.name} is a digital output; PWM needs a pin of kind pwm"
+            )
         return handle
 
     async def _write(self, ctx: InvokeContext) -> dict[str, Any]:
@@ -429,8 +451,9 @@ class GpioCapability(Capability):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise InvokeError("INVALID_REQUEST", "parameter 'value' must be a number from 0 to 1")
         freq = ctx.params.get("frequency")
-        if freq is not None and (isinstance(freq, bool) or not isinstance(freq, (int, float))
-                                 or not 0 < freq <= 100_000):
+        if freq is not None and (
+            isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0 < freq <= 100_000
+        ):
             raise InvokeError("INVALID_REQUEST", "parameter 'frequency' must be a number in (0, 100000] Hz")
         self._cancel_pulse(handle.name)
         try:
@@ -444,7 +467,9 @@ class GpioCapability(Capability):
         cfg: PinConfig = handle.cfg
         ms = ctx.params.get("ms")
         if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 1 <= ms <= cfg.max_pulse_ms:
-            raise InvokeError("INVALID_REQUEST", f"parameter 'ms' must be a number from 1 to {cfg.max_pulse_ms}")
+            raise InvokeError(
+                "INVALID_REQUEST", f"parameter 'ms' must be a number from 1 to {cfg.max_pulse_ms}"
+            )
         raw = ctx.params.get("value", 1)
         value = _binary(raw) if cfg.kind == "output" else _unit(raw)
         name = handle.name
@@ -470,8 +495,14 @@ class GpioCapability(Capability):
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # this invoke was cancelled; the restore still runs on its own
-        return {"name": name, "pulsed_to": value, "ms": ms, "restored_to": restore_to,
-                "started": iso_time(started), "interrupted": task.cancelled()}
+        return {
+            "name": name,
+            "pulsed_to": value,
+            "ms": ms,
+            "restored_to": restore_to,
+            "started": iso_time(started),
+            "interrupted": task.cancelled(),
+        }
 
     async def _restore_after(self, name: str, seconds: float, restore_to: float) -> None:
         await asyncio.sleep(seconds)

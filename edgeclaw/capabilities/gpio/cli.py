@@ -28,7 +28,8 @@ def safe_plan(config: Any) -> list[tuple[str, Any]]:
     if not config.enabled:
         return []
     return [
-        (name, pin) for name, pin in config.pins.items()
+        (name, pin)
+        for name, pin in config.pins.items()
         if pin.is_output and pin.safe_state is not None and pin.safe_on_shutdown
     ]
 
@@ -73,7 +74,9 @@ def _apply(plan: list[tuple[str, Any]], simulated: bool) -> tuple[list[dict[str,
     try:
         factory = make_factory(simulated)
     except Exception as exc:
-        return [{"name": n, "pin": p.pin, "value": p.safe_state, "ok": False, "error": str(exc)} for n, p in plan], len(plan)
+        return [
+            {"name": n, "pin": p.pin, "value": p.safe_state, "ok": False, "error": str(exc)} for n, p in plan
+        ], len(plan)
     import gpiozero
 
     kept: list[Any] = []  # referenced until exit so nothing closes the devices
@@ -82,12 +85,16 @@ def _apply(plan: list[tuple[str, Any]], simulated: bool) -> tuple[list[dict[str,
         try:
             if pin.kind == "pwm":
                 dev = gpiozero.PWMOutputDevice(
-                    gpiozero_pin(pin.pin), active_high=pin.active_high, initial_value=pin.safe_state,
+                    gpiozero_pin(pin.pin),
+                    active_high=pin.active_high,
+                    initial_value=pin.safe_state,
                     pin_factory=factory,
                 )
             else:
                 dev = gpiozero.DigitalOutputDevice(
-                    gpiozero_pin(pin.pin), active_high=pin.active_high, initial_value=bool(pin.safe_state),
+                    gpiozero_pin(pin.pin),
+                    active_high=pin.active_high,
+                    initial_value=bool(pin.safe_state),
                     pin_factory=factory,
                 )
             kept.append(dev)

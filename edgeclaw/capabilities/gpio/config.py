@@ -21,9 +21,34 @@ TEMPLATE_FIELDS = frozenset({"name", "state", "time", "value", "node", "pin", "k
 
 # The 40-pin header (every Raspberry Pi since the B+, and the many boards that copy it): BOARD → BCM.
 BOARD_TO_BCM = {
-    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10, 21: 9,
-    22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19, 36: 16, 37: 26,
-    38: 20, 40: 21,
+    3: 2,
+    5: 3,
+    7: 4,
+    8: 14,
+    10: 15,
+    11: 17,
+    12: 18,
+    13: 27,
+    15: 22,
+    16: 23,
+    18: 24,
+    19: 10,
+    21: 9,
+    22: 25,
+    23: 11,
+    24: 8,
+    26: 7,
+    27: 0,
+    28: 1,
+    29: 5,
+    31: 6,
+    32: 12,
+    33: 13,
+    35: 19,
+    36: 16,
+    37: 26,
+    38: 20,
+    40: 21,
 }
 _BCM_RE = re.compile(r"^(?:GPIO|BCM)?(\d{1,3})$", re.IGNORECASE)
 _BOARD_RE = re.compile(r"^(?:BOARD|J8:)(\d{1,2})$", re.IGNORECASE)
@@ -79,8 +104,11 @@ class PinConfig:
         canonical_pin(self.pin)
         out = self.kind in OUTPUT_KINDS
         if out:
-            for key, bad in (("pull", self.pull is not None), ("on_edge", self.on_edge != "none"),
-                             ("trigger", self.trigger is not None)):
+            for key, bad in (
+                ("pull", self.pull is not None),
+                ("on_edge", self.on_edge != "none"),
+                ("trigger", self.trigger is not None),
+            ):
                 if bad:
                     raise ValueError(f"{key} applies only to inputs, not to a {self.kind} pin")
             if self.kind == "output":
@@ -177,7 +205,9 @@ class Config:
         if self.spool_max_age <= 0:
             raise ConfigError("must be > 0 seconds", key="gpio.spool_max_age")
         if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,15}$", self.tool_prefix):
-            raise ConfigError("must be 1-16 letters, digits, _ or -, starting with a letter", key="gpio.tool_prefix")
+            raise ConfigError(
+                "must be 1-16 letters, digits, _ or -, starting with a letter", key="gpio.tool_prefix"
+            )
         if self.session_key is not None and not self.session_key.strip():
             raise ConfigError("must not be empty", key="gpio.session_key")
         used: dict[str, str] = {}

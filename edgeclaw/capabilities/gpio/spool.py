@@ -61,7 +61,9 @@ class Spool:
             return
         except (OSError, ValueError) as exc:
             broken = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error("gpio spool %s is unreadable (%s); kept as %s and starting empty", self.path, exc, broken)
+            log.error(
+                "gpio spool %s is unreadable (%s); kept as %s and starting empty", self.path, exc, broken
+            )
             with contextlib.suppress(OSError):
                 self.path.rename(broken)
             return
@@ -88,7 +90,9 @@ class Spool:
         except OSError as exc:
             log.error("cannot write the gpio spool %s: %s", self.path, exc)
 
-    def add(self, ts: float, pin: str, message: str, session_key: str, *, time_in_message: bool = True) -> SpoolEntry:
+    def add(
+        self, ts: float, pin: str, message: str, session_key: str, *, time_in_message: bool = True
+    ) -> SpoolEntry:
         entry = SpoolEntry(self.next_id, ts, pin, message, session_key, time_in_message)
         self.next_id += 1
         self.entries.append(entry)
@@ -97,7 +101,9 @@ class Spool:
             del self.entries[:overflow]
             self.counters.dropped_overflow += overflow
             self.counters.unreported_drops += overflow
-            log.warning("gpio spool full (%d): dropped the %d oldest agent request(s)", self.max_entries, overflow)
+            log.warning(
+                "gpio spool full (%d): dropped the %d oldest agent request(s)", self.max_entries, overflow
+            )
         self.save()
         return entry
 
@@ -132,5 +138,9 @@ class Spool:
             self.save()
 
     def stats(self) -> dict[str, Any]:
-        return {"pending": len(self.entries), "max": self.max_entries, "max_age_s": self.max_age,
-                **asdict(self.counters)}
+        return {
+            "pending": len(self.entries),
+            "max": self.max_entries,
+            "max_age_s": self.max_age,
+            **asdict(self.counters),
+        }

@@ -34,41 +34,56 @@ def pin_tools(prefix: str, name: str, pin: PinConfig) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = []
 
     def tool(action: str, command: str, description: str, props: dict[str, Any], required: list[str]) -> None:
-        tools.append({
-            "pluginId": PLUGIN_ID,
-            "name": f"{prefix}_{name}_{action}",
-            "description": _desc(description),
-            "command": command,
-            "parameters": {
-                "type": "object",
-                "properties": {"name": _name_arg(name), **props},
-                "required": ["name", *required],
-                "additionalProperties": False,
-            },
-        })
+        tools.append(
+            {
+                "pluginId": PLUGIN_ID,
+                "name": f"{prefix}_{name}_{action}",
+                "description": _desc(description),
+                "command": command,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"name": _name_arg(name), **props},
+                    "required": ["name", *required],
+                    "additionalProperties": False,
+                },
+            }
+        )
 
-    tool("read", "gpio.read", f"Read the current value of {_about(name, pin)}: 1 = {active}, 0 = {inactive}.", {}, [])
+    tool(
+        "read",
+        "gpio.read",
+        f"Read the current value of {_about(name, pin)}: 1 = {active}, 0 = {inactive}.",
+        {},
+        [],
+    )
     if pin.kind == "output":
         tool(
-            "write", "gpio.write",
+            "write",
+            "gpio.write",
             f"Switch {_about(name, pin)} on (value 1, {active}) or off (value 0, {inactive}).",
             {"value": {"type": "integer", "enum": [0, 1], "description": f"1 = {active}, 0 = {inactive}"}},
             ["value"],
         )
     if pin.kind == "pwm":
         tool(
-            "pwm", "gpio.pwm",
+            "pwm",
+            "gpio.pwm",
             f"Set the PWM duty cycle of {_about(name, pin)}: 0 = off, 1 = fully on.",
             {
                 "value": {"type": "number", "minimum": 0, "maximum": 1, "description": "duty cycle 0..1"},
-                "frequency": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000,
-                              "description": "PWM frequency in Hz (optional)"},
+                "frequency": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 100000,
+                    "description": "PWM frequency in Hz (optional)",
+                },
             },
             ["value"],
         )
     if pin.is_output:
         tool(
-            "pulse", "gpio.pulse",
+            "pulse",
+            "gpio.pulse",
             f"Turn {_about(name, pin)} on for `ms` milliseconds (at most {pin.max_pulse_ms}), then back to "
             "its previous value — the node restores it even if the gateway connection drops.",
             {"ms": {"type": "integer", "minimum": 1, "maximum": pin.max_pulse_ms, "description": "duration"}},
@@ -141,13 +156,21 @@ def skill(config: Config, node_name: str) -> dict[str, Any] | None:
     for name, pin in config.pins.items():
         notes = []
         if pin.safe_state is not None:
-            when = [w for w, on in (("when the node stops", pin.safe_on_shutdown),
-                                    (f"after {config.failsafe_after:.0f} s without the gateway",
-                                     pin.safe_on_failsafe and config.failsafe_after > 0)) if on]
+            when = [
+                w
+                for w, on in (
+                    ("when the node stops", pin.safe_on_shutdown),
+                    (
+                        f"after {config.failsafe_after:.0f} s without the gateway",
+                        pin.safe_on_failsafe and config.failsafe_after > 0,
+                    ),
+                )
+                if on
+            ]
             if when:
                 notes.append(f"goes to {pin.safe_state:g} {' and '.join(when)}")
         if pin.on_edge == "agent":
-            notes.append(f"wakes you with a message on {pin.trigger_on} edges: \"{pin.message}\"")
+            notes.append(f'wakes you with a message on {pin.trigger_on} edges: "{pin.message}"')
         if pin.kind in ("input", "button", "motion", "distance"):
             notes.append(f"its edges are listed by {prefix}_events")
         if notes:

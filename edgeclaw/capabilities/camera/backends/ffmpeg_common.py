@@ -51,7 +51,11 @@ def h264_output(encoder: str, out: Path, *, audio: bool, duration_s: float) -> l
 def reencode_jpeg(ffmpeg: str, src: Path, max_width: int, quality: float) -> list[str]:
     """Shrink a JPEG that would not fit the payload budget."""
     return [
-        ffmpeg, *BASE, "-i", str(src),
-        "-vf", f"scale=w='min(iw,{max_width})':h=-1",
+        ffmpeg,
+        *BASE,
+        "-i",
+        str(src),
+        "-vf",
+        f"scale=w='min(iw,{max_width})':h=-1",
         *jpeg_output(quality),
     ]

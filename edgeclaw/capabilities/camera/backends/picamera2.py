@@ -24,10 +24,15 @@ def parse_worker_list(stdout: str) -> list[Device]:
         if not isinstance(cam, dict) or not isinstance(cam.get("num"), int):
             continue
         num = cam["num"]
-        devices.append(Device(
-            id=f"csi{num}", name=str(cam.get("model") or "camera"), position=str(cam.get("location") or "unknown"),
-            device_type="csi", extra=(("index", str(num)),),
-        ))
+        devices.append(
+            Device(
+                id=f"csi{num}",
+                name=str(cam.get("model") or "camera"),
+                position=str(cam.get("location") or "unknown"),
+                device_type="csi",
+                extra=(("index", str(num)),),
+            )
+        )
     return devices
 
 
@@ -35,8 +40,13 @@ class Picamera2Backend(Backend):
     name = "picamera2"
 
     def __init__(
-        self, *, python: str = "/usr/bin/python3", clip_max_width: int = 1280, framerate: int = 30,
-        audio_device: str = "auto", env: dict[str, str] | None = None,
+        self,
+        *,
+        python: str = "/usr/bin/python3",
+        clip_max_width: int = 1280,
+        framerate: int = 30,
+        audio_device: str = "auto",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.python = python
         self.clip_max_width = clip_max_width
@@ -56,17 +66,34 @@ class Picamera2Backend(Backend):
 
     def build_snap(self, device: Device, req: SnapRequest, out: Path) -> list[str]:
         return self._worker(
-            "snap", "--camera", dict(device.extra).get("index", "0"), "--max-width", str(req.max_width),
-            "--quality", str(max(1, min(100, round(req.quality * 100)))), "--delay-ms", str(req.delay_ms),
-            "--output", str(out),
+            "snap",
+            "--camera",
+            dict(device.extra).get("index", "0"),
+            "--max-width",
+            str(req.max_width),
+            "--quality",
+            str(max(1, min(100, round(req.quality * 100)))),
+            "--delay-ms",
+            str(req.delay_ms),
+            "--output",
+            str(out),
         )
 
     def build_clip(self, device: Device, req: ClipRequest, out: Path, mic: str | None) -> list[str]:
         w = even(self.clip_max_width)
         h = even(w * 9 / 16)
         args = [
-            "clip", "--camera", dict(device.extra).get("index", "0"), "--width", str(w), "--height", str(h),
-            "--framerate", str(self.framerate), "--duration-ms", str(req.duration_ms),
+            "clip",
+            "--camera",
+            dict(device.extra).get("index", "0"),
+            "--width",
+            str(w),
+            "--height",
+            str(h),
+            "--framerate",
+            str(self.framerate),
+            "--duration-ms",
+            str(req.duration_ms),
         ]
         if mic:
             args += ["--audio-device", mic]
@@ -79,4 +106,6 @@ class Picamera2Backend(Backend):
     async def clip_job(self, device: Device, req: ClipRequest, workdir: Path) -> Job:
         mic = find_alsa_capture(self.audio_device) if req.include_audio else None
         out = workdir / "clip.mp4"
-        return Job(argv=self.build_clip(device, req, out, mic), output=out, has_audio=mic is not None, env=self.env)
+        return Job(
+            argv=self.build_clip(device, req, out, mic), output=out, has_audio=mic is not None, env=self.env
+        )

@@ -27,8 +27,13 @@ def parse_list_cameras(text: str) -> list[Device]:
         index, sensor, w, h = m.group(1), m.group(2), int(m.group(3)), int(m.group(4))
         devices.append(
             Device(
-                id=f"csi{index}", name=f"{sensor} ({w}x{h})", position="unknown", device_type="csi",
-                width=w, height=h, extra=(("index", index), ("path", m.group(6) or "")),
+                id=f"csi{index}",
+                name=f"{sensor} ({w}x{h})",
+                position="unknown",
+                device_type="csi",
+                width=w,
+                height=h,
+                extra=(("index", index), ("path", m.group(6) or "")),
             )
         )
     return devices
@@ -42,8 +47,13 @@ class RpicamBackend(Backend):
     name = "rpicam"
 
     def __init__(
-        self, *, still: str = "rpicam-still", vid: str = "rpicam-vid", clip_max_width: int = 1280,
-        framerate: int = 30, audio_device: str = "auto",
+        self,
+        *,
+        still: str = "rpicam-still",
+        vid: str = "rpicam-vid",
+        clip_max_width: int = 1280,
+        framerate: int = 30,
+        audio_device: str = "auto",
     ) -> None:
         self.still = still
         self.vid = vid
@@ -62,16 +72,36 @@ class RpicamBackend(Backend):
         argv = [self.still, "--nopreview", "--camera", camera_index(device), "--width", str(w)]
         if h:
             argv += ["--height", str(h)]
-        argv += ["--quality", str(max(1, min(100, round(req.quality * 100)))), "--encoding", "jpg", "--thumb", "none"]
+        argv += [
+            "--quality",
+            str(max(1, min(100, round(req.quality * 100)))),
+            "--encoding",
+            "jpg",
+            "--thumb",
+            "none",
+        ]
         argv += ["--immediate"] if req.delay_ms <= 0 else ["--timeout", str(req.delay_ms)]
         return [*argv, "--output", str(out)]
 
     def build_clip(self, device: Device, req: ClipRequest, out: Path, mic: str | None) -> list[str]:
         w, h = fit_width(self.clip_max_width, device.width or self.clip_max_width, device.height or 720)
         argv = [
-            self.vid, "--nopreview", "--camera", camera_index(device), "--timeout", str(req.duration_ms),
-            "--width", str(even(w)), "--height", str(even(h)), "--framerate", str(self.framerate),
-            "--codec", "libav", "--libav-format", "mp4",
+            self.vid,
+            "--nopreview",
+            "--camera",
+            camera_index(device),
+            "--timeout",
+            str(req.duration_ms),
+            "--width",
+            str(even(w)),
+            "--height",
+            str(even(h)),
+            "--framerate",
+            str(self.framerate),
+            "--codec",
+            "libav",
+            "--libav-format",
+            "mp4",
         ]
         if mic:
             argv += ["--libav-audio", "--audio-source", "alsa", "--audio-device", mic]

@@ -27,8 +27,16 @@ class SimulatedBackend(Backend):
     name = "simulated"
 
     def __init__(
-        self, *, ffmpeg: str = "ffmpeg", count: int = 1, width: int = 1920, height: int = 1080,
-        audio: bool = True, encoder: str = "libx264", clip_max_width: int = 1280, framerate: int = 30,
+        self,
+        *,
+        ffmpeg: str = "ffmpeg",
+        count: int = 1,
+        width: int = 1920,
+        height: int = 1080,
+        audio: bool = True,
+        encoder: str = "libx264",
+        clip_max_width: int = 1280,
+        framerate: int = 30,
     ) -> None:
         self.ffmpeg = ffmpeg
         self.width, self.height = width, height
@@ -39,9 +47,12 @@ class SimulatedBackend(Backend):
         self.font = find_font()
         self.devices = [
             Device(
-                id=f"sim{i}", name=f"Simulated camera {i} (ffmpeg {_PATTERNS[i % len(_PATTERNS)]})",
-                position=_POSITIONS[i % 2] if count > 1 else "back", device_type="simulated",
-                width=width, height=height,
+                id=f"sim{i}",
+                name=f"Simulated camera {i} (ffmpeg {_PATTERNS[i % len(_PATTERNS)]})",
+                position=_POSITIONS[i % 2] if count > 1 else "back",
+                device_type="simulated",
+                width=width,
+                height=height,
             )
             for i in range(count)
         ]

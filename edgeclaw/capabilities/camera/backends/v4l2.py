@@ -98,7 +98,9 @@ def parse_list_formats(stderr: str) -> Formats:
     return Formats(tuple(sorted(mjpeg)), tuple(sorted(raw)))
 
 
-def choose_snap_mode(fmts: Formats, max_width: int, quality: float, passthrough: bool) -> tuple[str, tuple[int, int] | None]:
+def choose_snap_mode(
+    fmts: Formats, max_width: int, quality: float, passthrough: bool
+) -> tuple[str, tuple[int, int] | None]:
     """('copy', size) to hand out the camera's own JPEG, or ('encode', size or None) to re-encode."""
     if passthrough and quality >= PASSTHROUGH_MIN_QUALITY:
         fitting = [s for s in fmts.mjpeg if s[0] <= max_width]
@@ -114,8 +116,14 @@ class V4L2Backend(Backend):
     name = "v4l2"
 
     def __init__(
-        self, *, ffmpeg: str = "ffmpeg", encoder: str = "libx264", clip_max_width: int = 1280,
-        framerate: int = 30, audio_device: str = "auto", passthrough: bool = True,
+        self,
+        *,
+        ffmpeg: str = "ffmpeg",
+        encoder: str = "libx264",
+        clip_max_width: int = 1280,
+        framerate: int = 30,
+        audio_device: str = "auto",
+        passthrough: bool = True,
         sysfs: Path = Path("/sys/class/video4linux"),
     ) -> None:
         self.ffmpeg = ffmpeg
@@ -139,7 +147,9 @@ class V4L2Backend(Backend):
             if cap is None or not cap.captures_video or cap.driver in LIBCAMERA_ONLY_DRIVERS:
                 continue
             position = "external" if cap.bus_info.startswith("usb-") else "unknown"
-            devices.append(Device(id=path, name=cap.card or entry.name, position=position, device_type="v4l2"))
+            devices.append(
+                Device(id=path, name=cap.card or entry.name, position=position, device_type="v4l2")
+            )
         return devices
 
     async def formats(self, device: Device) -> Formats:
@@ -149,13 +159,25 @@ class V4L2Backend(Backend):
         except OSError:
             return Formats()
         if key not in self._formats:
-            argv = [self.ffmpeg, "-hide_banner", "-nostdin", "-f", "v4l2", "-list_formats", "all", "-i", device.id]
+            argv = [
+                self.ffmpeg,
+                "-hide_banner",
+                "-nostdin",
+                "-f",
+                "v4l2",
+                "-list_formats",
+                "all",
+                "-i",
+                device.id,
+            ]
             with contextlib.suppress(proc.CaptureTimeout):
                 done = await proc.run(argv, timeout=5.0)
                 self._formats[key] = parse_list_formats(done.stderr if done.stderr else "")
         return self._formats.get(key, Formats())
 
-    def _input(self, device: Device, fmt: str | None, size: tuple[int, int] | None, rate: int | None) -> list[str]:
+    def _input(
+        self, device: Device, fmt: str | None, size: tuple[int, int] | None, rate: int | None
+    ) -> list[str]:
         args = ["-f", "v4l2", "-thread_queue_size", "64"]
         if fmt:
             args += ["-input_format", fmt]
@@ -170,17 +192,34 @@ class V4L2Backend(Backend):
         skip = ["-ss", f"{req.delay_ms / 1000:.3f}"] if req.delay_ms > 0 else []
         if mode == "copy":
             return [
-                self.ffmpeg, *BASE, *self._input(device, "mjpeg", size, None), *skip,
-                "-frames:v", "1", "-c:v", "copy", "-bsf:v", "mjpeg2jpeg", "-f", "mjpeg", "-",
+                self.ffmpeg,
+                *BASE,
+                *self._input(device, "mjpeg", size, None),
+                *skip,
+                "-frames:v",
+                "1",
+                "-c:v",
+                "copy",
+                "-bsf:v",
+                "mjpeg2jpeg",
+                "-f",
+                "mjpeg",
+                "-",
             ]
         fmt = "mjpeg" if size and size in fmts.mjpeg else None
         return [
-            self.ffmpeg, *BASE, *self._input(device, fmt, size, None), *skip,
-            "-vf", f"scale=w='min(iw,{req.max_width})':h=-1",
+            self.ffmpeg,
+            *BASE,
+            *self._input(device, fmt, size, None),
+            *skip,
+            "-vf",
+            f"scale=w='min(iw,{req.max_width})':h=-1",
             *jpeg_output(req.quality),
         ]
 
-    def build_clip(self, device: Device, req: ClipRequest, fmts: Formats, out: Path, mic: str | None) -> list[str]:
+    def build_clip(
+        self, device: Device, req: ClipRequest, fmts: Formats, out: Path, mic: str | None
+    ) -> list[str]:
         sizes = fmts.mjpeg or fmts.raw
         fitting = [s for s in sizes if s[0] <= self.clip_max_width]
         size = max(fitting) if fitting else (min(sizes) if sizes else None)
@@ -199,8 +238,11 @@ class V4L2Backend(Backend):
     async def clip_job(self, device: Device, req: ClipRequest, workdir: Path) -> Job:
         mic = find_alsa_capture(self.audio_device) if req.include_audio else None
         out = workdir / "clip.mp4"
-        return Job(argv=self.build_clip(device, req, await self.formats(device), out, mic), output=out,
-                   has_audio=mic is not None)
+        return Job(
+            argv=self.build_clip(device, req, await self.formats(device), out, mic),
+            output=out,
+            has_audio=mic is not None,
+        )
 
 
 __all__ = ["V4L2Backend", "decode_querycap", "jpeg_qscale", "parse_list_formats"]
