@@ -56,11 +56,12 @@ ensure_binfmt() {
   [ -e "$bm/qemu-aarch64" ] || die "could not register the aarch64 binfmt handler"
 }
 
-# The base tarball's cache key: everything that decides its content.
+# The base tarball's cache key: everything that decides its content (not the per-build app layer).
 base_key() {
   {
     echo "$SUITE $ARCH $MIRROR $SECURITY_MIRROR $COMPONENTS ${EXTRA_PACKAGES:-}"
-    cat "$IMAGE_DIR/packages.txt" "$IMAGE_DIR/initramfs-modules" "$IMAGE_DIR"/hooks/*.sh "$IMAGE_DIR/build-base.sh"
+    cat "$IMAGE_DIR/packages.txt" "$IMAGE_DIR/initramfs-modules" "$IMAGE_DIR"/hooks/{customize,essential,setup}.sh \
+      "$IMAGE_DIR/build-base.sh"
   } | sha256sum | cut -c1-16
 }
 base_tarball() { echo "$CACHE/image-base-$SUITE-$ARCH-$(base_key).tar.zst"; }

@@ -8,16 +8,18 @@ R=$1 WHEEL=$2 HOUSE=$3 EXTRAS=$4
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 VENV=/opt/edgeclaw/venv
+# a clean environment inside the chroot: the host's PIP_*/PYTHON* settings are not the image's
+in_root() { chroot "$R" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 
 # venv: python3 -m venv inside the arm64 root, then pip from the wheelhouse only
 mkdir -p "$R/tmp/edgeclaw-wheels"
 cp "$WHEEL" "$HOUSE"/*.whl "$R/tmp/edgeclaw-wheels/"
-chroot "$R" /usr/bin/python3 -m venv "$VENV"
+in_root /usr/bin/python3 -m venv "$VENV"
 spec="edgeclaw${EXTRAS:+[$EXTRAS]} @ file:///tmp/edgeclaw-wheels/$(basename "$WHEEL")"
-chroot "$R" env PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q --no-index \
+in_root PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q --no-index \
   --find-links /tmp/edgeclaw-wheels "$spec"
 rm -rf "$R/tmp/edgeclaw-wheels" "$R/root/.cache/pip"
-chroot "$R" "$VENV/bin/edgeclaw" --version
+in_root "$VENV/bin/edgeclaw" --version
 
 # units and their companions, as systemd/ documents their installed paths
 install -D -m 0644 "$REPO/systemd/edgeclaw.service" "$R/usr/lib/systemd/system/edgeclaw.service"
@@ -36,7 +38,7 @@ chmod 0700 "$R/var/lib/edgeclaw"
 systemd-sysusers --root="$R" >/dev/null
 systemd-tmpfiles --root="$R" --create /usr/lib/tmpfiles.d/edgeclaw.conf >/dev/null 2>&1 || true
 # keys only: no password for anyone
-chroot "$R" passwd -l root >/dev/null
+in_root passwd -l root >/dev/null
 # raspi-firmware regenerates cmdline.txt on kernel upgrades: keep it on the root label
 grep -q '^ROOTPART=LABEL=rootfs' "$R/etc/default/raspi-firmware" 2>/dev/null \
   || echo 'ROOTPART=LABEL=rootfs' >> "$R/etc/default/raspi-firmware"

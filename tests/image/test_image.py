@@ -32,6 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 TOKEN = "qemu-test-token-5f3a9c"
 GATEWAY = "ws://192.168.1.250:18789"  # never reached: the guest has no network device
+HOST_TOOLS = [
+    ("qemu-system-arm", "qemu-system-aarch64"),
+    ("systemd-container", "systemd-nspawn"),
+    ("mtools", "mcopy"),
+]
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd3BTA0tGRBNdDU0GJ8vHzwzYVbMp1ZRDHgp3hxLfyi ci@test"
 
 
@@ -62,21 +67,36 @@ def report(request: pytest.FixtureRequest, text: str) -> None:
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     if os.geteuid() != 0:
         pytest.fail("the image tier needs root (mmdebstrap, chroot, binfmt, nspawn)")
-    out = Path(os.environ.get("EDGECLAW_IMAGE_OUT") or tmp_path_factory.mktemp("image"))
+    missing = [pkg for pkg, tool in HOST_TOOLS if shutil.which(tool) is None]
+    if missing:  # the build installs its own tools; the boots need these too
+        subprocess.run(["apt-get", "update", "-qq"], timeout=600, check=False, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            timeout=900,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    prebuilt = os.environ.get("EDGECLAW_IMAGE_PREBUILT")  # iterate on the boot tests without rebuilding
+    out = Path(prebuilt or os.environ.get("EDGECLAW_IMAGE_OUT") or tmp_path_factory.mktemp("image"))
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [str(REPO / "image/build.sh"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
+    if prebuilt:
+        log = f"(prebuilt image in {out})\n{(out / 'edgeclaw.img').resolve()}"
+        stdout = log
+    else:
+        proc = subprocess.run(
+            [str(REPO / "image/build.sh"), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+        )
+        log, stdout = proc.stdout + proc.stderr, proc.stdout
+        assert proc.returncode == 0, log[-6000:]
     seconds = time.monotonic() - t0
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
-    timings = log[log.find("== image build timings") :]
+    timings = log[log.find("== image build timings") :] if "== image build timings" in log else log[:200]
     report(request, f"\n{timings.strip()}\n(build wall clock {seconds:.0f} s)")
-    image = Path(proc.stdout.strip().splitlines()[-1])
+    image = Path(stdout.strip().splitlines()[-1])
     yield Built(
         out=out,
         image=image,
@@ -85,7 +105,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         log=log,
         seconds=seconds,
     )
-    if not os.environ.get("EDGECLAW_IMAGE_OUT"):
+    if not (prebuilt or os.environ.get("EDGECLAW_IMAGE_OUT")):
         shutil.rmtree(out, ignore_errors=True)
 
 
@@ -103,6 +123,7 @@ def partitions(image: Path) -> list[dict]:
     return list(json.loads(sh("sfdisk", "--json", str(image)))["partitiontable"]["partitions"])
 
 
+@pytest.mark.timeout(1800)  # includes the build (cold: the base rootfs under qemu-user)
 def test_image_artifacts(built: Built) -> None:
     name = built.image.name
     # compressed image + checksums + manifest, all verifiable
@@ -126,12 +147,15 @@ def test_image_artifacts(built: Built) -> None:
     assert "RASPIFIRM" in label
     files = set(fat_ls(built.image))
     names = {f.split("/")[-1] for f in files}
-    for needed in ("config.txt", "cmdline.txt", "start4.elf", "fixup4.dat", "bootcode.bin", "bcm2710-rpi-3-b.dtb",
-                   "bcm2710-rpi-3-b-plus.dtb", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb",
-                   "bcm2710-rpi-zero-2-w.dtb", "bcm2711-rpi-cm4.dtb", "bcm2710-rpi-cm3.dtb",
-                   "edgeclaw.yaml.example"):  # fmt: skip
+    # (upstream_kernel=1 in config.txt: the firmware loads the kernel's own bcm2837/bcm2711 DTB names)
+    for needed in ("config.txt", "cmdline.txt", "start4.elf", "fixup4.dat", "bootcode.bin", "start.elf",
+                   "bcm2837-rpi-3-b.dtb", "bcm2837-rpi-3-b-plus.dtb", "bcm2837-rpi-3-a-plus.dtb",
+                   "bcm2837-rpi-zero-2-w.dtb", "bcm2837-rpi-cm3-io3.dtb", "bcm2711-rpi-4-b.dtb",
+                   "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb", "edgeclaw.yaml.example"):  # fmt: skip
         assert any(n.lower() == needed for n in names), f"{needed} missing from the FAT partition"
     assert any(n.startswith("vmlinuz-") for n in names) and any(n.startswith("initrd.img-") for n in names)
+    config_txt = sh("mtype", "-i", f"{built.image}@@{4 * MiB}", "::config.txt")
+    assert "arm_64bit=1" in config_txt and "upstream_kernel=1" in config_txt
     cmdline = sh("mtype", "-i", f"{built.image}@@{4 * MiB}", "::cmdline.txt")
     assert "root=LABEL=rootfs" in cmdline and "rootwait" in cmdline
     # ext4 root, labelled, read from its superblock
@@ -168,6 +192,20 @@ def test_image_artifacts(built: Built) -> None:
 
 
 # QEMU ------------------------------------------------------------------------------------------------
+def monitor_command(sock: Path, command: str) -> None:
+    """Type one command at QEMU's human monitor: wait for its prompt, send, wait for the echo."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(sock))
+        seen = b""
+        while b"(qemu)" not in seen:
+            seen += s.recv(4096)
+        s.sendall(command.encode() + b"\n")
+        seen = b""
+        while seen.count(b"(qemu)") < 1:
+            seen += s.recv(4096)
+
+
 def wait_console(log: Path, pattern: str, timeout: float, proc: subprocess.Popen[bytes]) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     rx = re.compile(pattern)
@@ -183,6 +221,7 @@ def wait_console(log: Path, pattern: str, timeout: float, proc: subprocess.Popen
     raise AssertionError(f"console never showed /{pattern}/ within {timeout:.0f} s:\n{tail}")
 
 
+@pytest.mark.timeout(1800)
 def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
     built: Built, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -234,9 +273,7 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
         assert "Dependency failed for EdgeClaw" not in text
         assert TOKEN not in text, "the token leaked onto the console"
         # clean power-off through the virt board's power button, so the disk is consistent
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(monitor))
-            s.sendall(b"system_powerdown\n")
+        monitor_command(monitor, "system_powerdown")
         try:
             proc.wait(180)
         except subprocess.TimeoutExpired:
@@ -275,6 +312,7 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
 
 
 # systemd-nspawn + real gateway ------------------------------------------------------------------------
+@pytest.mark.timeout(1800)
 def test_nspawn_root_pairs_with_real_gateway_and_answers_invoke(
     built: Built, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
