@@ -93,7 +93,7 @@ step "assemble"
 # 7. compress and checksum
 if [ -n "$COMPRESS" ]; then
   rm -f "$IMG.zst"
-  zstd -q -T2 -10 -k "$IMG" -o "$IMG.zst"
+  zstd -q -T2 -6 -k "$IMG" -o "$IMG.zst"
   (cd "$OUT" && sha256sum "$NAME.img.zst" > "$NAME.img.zst.sha256")
   step "compress"
 fi

@@ -55,12 +55,10 @@ class Built:
 
 
 def report(request: pytest.FixtureRequest, text: str) -> None:
-    """Timings belong in the test output even when everything passes."""
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(text)
-    else:
-        print(text, file=sys.__stderr__)
+    """Timings belong in the test output even when everything passes (printed by conftest.py)."""
+    from tests.image.conftest import TIMINGS
+
+    TIMINGS.append(text)
 
 
 @pytest.fixture(scope="session")
