@@ -92,7 +92,11 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         log, stdout = proc.stdout + proc.stderr, proc.stdout
         assert proc.returncode == 0, log[-6000:]
     seconds = time.monotonic() - t0
-    timings = log[log.find("== image build timings") :] if "== image build timings" in log else log[:200]
+    timings = (
+        stdout[stdout.find("== image build timings") :]
+        if "== image build timings" in stdout
+        else stdout[:200]
+    )
     report(request, f"\n{timings.strip()}\n(build wall clock {seconds:.0f} s)")
     image = Path(stdout.strip().splitlines()[-1])
     yield Built(
@@ -263,7 +267,8 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
         t_ready = time.monotonic() - t0
         status = wait_console(
             console,
-            r"edgeclaw\.service: Got notification message from PID \d+ \([^)]*STATUS=([^)]*192\.168\.1\.250[^)]*)\)",
+            r"edgeclaw\.service: Got notification message from PID \d+ "
+            r"\([^)]*STATUS=((?:connecting|gateway unreachable)[^)]*192\.168\.1\.250[^)]*)\)",
             120,
             proc,
         )
