@@ -187,6 +187,7 @@ class Session:
                 idle = loop.time() - self.last_inbound
                 if idle > tick_timeout:
                     # the link is presumed dead: say why, but do not wait long for a close handshake
+                    log.warning("no frame from the gateway for %.0f s (2 × tick): closing with 4000", idle)
                     await self.close(TICK_TIMEOUT_CODE, "tick timeout", timeout=0.5)
                     raise SessionEnded(
                         "tick-timeout", f"no frame from the gateway for {idle:.0f} s (2 × tick)"
