@@ -211,12 +211,31 @@ class NodeRunner:
         self._publish_status(force=True)
         try:
             while not self._stop.is_set():
-                delay = await self._one_connection()
-                if self._stop.is_set():
+                delay = await self._attempt_unless_stopped()
+                if delay is None or self._stop.is_set():
                     break
                 await self._sleep(delay)
         finally:
             await self._cancel_session_tasks()
+
+    async def _attempt_unless_stopped(self) -> float | None:
+        """One connection attempt; a stop while still connecting (a slow TCP connect or handshake to an
+        unreachable gateway) abandons it at once. A live session is closed cleanly by shutdown() instead."""
+        attempt = asyncio.ensure_future(self._one_connection())
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            while True:
+                await asyncio.wait({attempt, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if attempt.done():
+                    return attempt.result()
+                if self.session is None:  # still connecting: nothing to close cleanly
+                    attempt.cancel()
+                    await asyncio.gather(attempt, return_exceptions=True)
+                    return None
+                await attempt  # serving: shutdown() closes the session, the attempt then returns
+                return attempt.result()
+        finally:
+            stopper.cancel()
 
     async def shutdown(self, drain_timeout: float) -> None:
         """Stop: no new invokes, let running ones finish and deliver, then close the session cleanly."""

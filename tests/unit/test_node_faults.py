@@ -29,6 +29,15 @@ async def gw() -> Any:
     await gateway.stop()
 
 
+async def _connected(node: Any) -> None:
+    """The gateway has sent hello-ok; give the node a moment to take it in."""
+    for _ in range(100):
+        if node.status.connection == "connected":
+            return
+        await asyncio.sleep(0.02)
+    assert node.status.connection == "connected"
+
+
 async def _which_works(gw: FakeGateway) -> None:
     rid = await gw.invoke("system.which", {"bins": ["sh"]})
     result = await gw.result_for(rid)
@@ -178,7 +187,7 @@ async def test_pairing_required_retries_without_restart_and_logs_each_request_on
             r.getMessage() for r in caplog.records if "openclaw devices approve req-7b49" in r.getMessage()
         ]
         assert len(lines) == 1
-        assert node.status.connection == "connected"
+        await _connected(node)
 
 
 async def test_device_token_is_stored_0600_and_used_next_time(tmp_path: Path, gw: FakeGateway) -> None:
@@ -248,7 +257,7 @@ async def test_shutdown_event_triggers_fast_probing(tmp_path: Path) -> None:
         try:
             await gw2.wait_hello(1, timeout=5)
             assert loop.time() - up < 1.0
-            assert node.status.connection == "connected"
+            await _connected(node)
         finally:
             await gw2.stop()
 
@@ -423,3 +432,19 @@ async def test_host_stats_are_sent_after_connect(tmp_path: Path, gw: FakeGateway
         stats = json.loads(gw.node_events[0]["payloadJSON"])
         assert gw.node_events[0]["event"] == "node.host.stats"
         assert stats["cpuCount"] >= 1 and 0 < stats["memoryFreeBytes"] <= stats["memoryTotalBytes"]
+
+
+async def test_stop_while_connecting_to_a_silent_gateway_is_immediate(
+    tmp_path: Path, gw: FakeGateway
+) -> None:
+    """A gateway that accepts TCP but never speaks must not hold up `systemctl stop` for a connect timeout."""
+    gw.send_challenge = False
+    async with running_node(tmp_path, gw, gateway={"connect_timeout_s": 30}) as node:
+        await asyncio.sleep(0.5)
+        assert node.status.connection == "connecting"
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await node.shutdown(drain_timeout=1)
+        task = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith("NodeRunner.run"))
+        await asyncio.wait_for(task, 2)
+        assert loop.time() - t0 < 1.5
