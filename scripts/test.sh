@@ -54,7 +54,7 @@ for tier in "${TIERS[@]}"; do
     gateway) run_pytest gateway 1800 netns tests/gateway tests/chaos; rc=$? ;;
     systemd) run_pytest systemd 900 none tests/systemd; rc=$? ;;
     ansible) run_pytest ansible 900 none tests/ansible; rc=$? ;;
-    image)   run_pytest image 1500 none tests/image; rc=$? ;;
+    image)   run_pytest image 3600 none tests/image; rc=$? ;;
     *) echo "unknown tier $tier"; rc=2 ;;
   esac
   TIER_TIME[$tier]=$(( $(date +%s) - s )); TIER_RC[$tier]=$rc

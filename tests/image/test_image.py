@@ -86,7 +86,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             [str(REPO / "image/build.sh"), "--out", str(out)],
             capture_output=True,
             text=True,
-            timeout=1500,
+            timeout=3000,  # a cold base rootfs under qemu-user took 32 min on 2 busy cores
             check=False,
         )
         log, stdout = proc.stdout + proc.stderr, proc.stdout
@@ -125,7 +125,7 @@ def partitions(image: Path) -> list[dict]:
     return list(json.loads(sh("sfdisk", "--json", str(image)))["partitiontable"]["partitions"])
 
 
-@pytest.mark.timeout(1800)  # includes the build (cold: the base rootfs under qemu-user)
+@pytest.mark.timeout(3300)  # includes the build (cold: the base rootfs under qemu-user)
 def test_image_artifacts(built: Built) -> None:
     name = built.image.name
     # compressed image + checksums + manifest, all verifiable
