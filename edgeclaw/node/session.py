@@ -16,9 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-
+from edgeclaw.node.wsclient import (
+    ClientConnection,
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidURI,
+    connect,
+    proxy_setting,
+)
 from edgeclaw.protocol import frames
 from edgeclaw.protocol.frames import Event, GatewayError, Response
 from edgeclaw.protocol.handshake import Challenge, HelloOk
@@ -92,6 +97,7 @@ class Session:
                 ping_interval=None,  # the gateway pings us; tick liveness covers the other direction
                 close_timeout=2,
                 user_agent_header=None,
+                proxy=proxy_setting(),
             )
         except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             raise SessionEnded("unreachable", f"cannot connect to {self.url}: {_describe(exc)}") from None

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeclaw.capabilities.base import Capability, CapabilityManifest, Handler, NodeServices
+from edgeclaw.capabilities.base import Capability, CapabilityManifest, Handler, InvokeContext, NodeServices
+
+if TYPE_CHECKING:
+    from edgeclaw.capabilities.shell.run import ShellService
 
 CONFIG_KEY = "shell"
 log = logging.getLogger("edgeclaw.shell")
@@ -61,33 +64,51 @@ class ShellCapability(Capability):
         super().__init__(config, services)
         self.max_concurrency = config.max_concurrency
         self.queue_limit = config.queue_limit
-        from edgeclaw.capabilities.shell.run import ShellService
+        self._service: ShellService | None = None
 
-        self.service = ShellService(config, services)
+    @property
+    def service(self) -> ShellService:
+        """Built on first use: the runner, its command parser and policy modules cost about 1 MB of RSS
+        that a node which never runs a command should not carry."""
+        if self._service is None:
+            from edgeclaw.capabilities.shell.run import ShellService
+
+            self._service = ShellService(self.config, self.services)
+        return self._service
 
     def handlers(self) -> dict[str, Handler]:
         if not self.config.enabled:
             return {}
-        s = self.service
         return {
-            "system.run": s.handle_run,
-            "system.run.prepare": s.handle_prepare,
-            "system.execApprovals.get": s.handle_get,
-            "system.execApprovals.set": s.handle_set,
+            "system.run": self._deferred("handle_run"),
+            "system.run.prepare": self._deferred("handle_prepare"),
+            "system.execApprovals.get": self._deferred("handle_get"),
+            "system.execApprovals.set": self._deferred("handle_set"),
         }
+
+    def _deferred(self, method: str) -> Handler:
+        async def handle(ctx: InvokeContext) -> dict[str, Any]:
+            result: dict[str, Any] = await getattr(self.service, method)(ctx)
+            return result
+
+        handle.__name__ = method
+        return handle
 
     async def start(self) -> None:
         self._apply_seed()
 
     async def reload(self, new_config: Any) -> None:
         self.config = new_config
-        self.service.config = new_config
+        if self._service is not None:
+            self._service.config = new_config
         self.max_concurrency = new_config.max_concurrency
         self.queue_limit = new_config.queue_limit
         self._apply_seed()
 
     def _apply_seed(self) -> None:
-        if self.config.enabled and self.service.store.apply_seed(self.config.approvals):
+        if not (self.config.enabled and self.config.approvals):
+            return  # nothing to roll out: leave the runner unloaded until a command needs it
+        if self.service.store.apply_seed(self.config.approvals):
             log.info("exec approvals from config applied to %s", self.service.store.path)
 
 
