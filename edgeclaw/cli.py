@@ -12,6 +12,7 @@ from typing import Any
 
 from edgeclaw import __version__
 from edgeclaw.config import resolve_config_path
+from edgeclaw.platform.deferimport import UNUSED_BY_THE_NODE, defer
 
 # Modules that add subcommands: each has `register(subparsers)` and sets `func` on its parsers.
 EXTRA_COMMAND_MODULES = ("edgeclaw.doctor", "edgeclaw.capabilities.gpio.cli", "edgeclaw.firstboot")
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    defer(*UNUSED_BY_THE_NODE)  # before argparse: it imports shutil, which imports bz2 and lzma
     parser = build_parser()
     args = parser.parse_args(argv)
     args.config_path = resolve_config_path(getattr(args, "config_sub", None) or args.config_opt)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from edgeclaw.platform.deferimport import defer
 
-defer("importlib.metadata", "urllib.request")
+defer("importlib.metadata", "urllib.request")  # also when imported without the CLI (tests, tools)
 
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI  # noqa: E402

@@ -28,13 +28,21 @@ def fresh_python(code: str) -> dict[str, object]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_daemon_import_leaves_unused_stdlib_and_the_shell_runner_unloaded() -> None:
+def test_daemon_import_leaves_unused_stdlib_shell_runner_and_gpio_unloaded() -> None:
     got = fresh_python(
         "import json, sys\n"
+        "from edgeclaw.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"  # the CLI entry: what `edgeclaw run` goes through first
+        "except SystemExit:\n"
+        "    pass\n"
         "import edgeclaw.node.daemon\n"
+        "from edgeclaw.capabilities.registry import load_capability_modules\n"
         "from edgeclaw.platform.deferimport import is_loaded\n"
-        "names = ['importlib.metadata', 'urllib.request', 'email.message', 'http.client', 'zipfile',\n"
-        "         'edgeclaw.capabilities.shell.run', 'websockets.asyncio.client']\n"
+        "assert set(load_capability_modules()) == {'system', 'shell', 'camera', 'gpio', 'device'}\n"
+        "names = ['importlib.metadata', 'urllib.request', 'email.message', 'http.client', 'zipfile', 'bz2', 'lzma',\n"
+        "         'edgeclaw.capabilities.shell.run', 'edgeclaw.capabilities.gpio.capability',\n"
+        "         'websockets.asyncio.client']\n"
         "print(json.dumps({n: is_loaded(n) for n in names}))\n"
     )
     assert got == {
@@ -43,7 +51,10 @@ def test_daemon_import_leaves_unused_stdlib_and_the_shell_runner_unloaded() -> N
         "email.message": False,
         "http.client": False,
         "zipfile": False,
+        "bz2": False,
+        "lzma": False,
         "edgeclaw.capabilities.shell.run": False,
+        "edgeclaw.capabilities.gpio.capability": False,  # GPIO is off unless configured
         "websockets.asyncio.client": True,
     }
 

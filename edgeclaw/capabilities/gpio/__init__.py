@@ -5,13 +5,15 @@ is imported only when the capability starts with pins configured."""
 from __future__ import annotations
 
 from edgeclaw.capabilities.base import Capability, NodeServices
-from edgeclaw.capabilities.gpio.capability import MANIFEST, GpioCapability
 from edgeclaw.capabilities.gpio.config import Config, PinConfig
+from edgeclaw.capabilities.gpio.manifest import MANIFEST
 
 CONFIG_KEY = "gpio"
 
 
 def create(config: Config, services: NodeServices) -> Capability:
+    from edgeclaw.capabilities.gpio.capability import GpioCapability  # only when GPIO is enabled
+
     return GpioCapability(config, services)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from edgeclaw.capabilities.base import (
     Capability,
-    CapabilityManifest,
     Handler,
     InvokeContext,
     InvokeError,
@@ -23,20 +22,12 @@ from edgeclaw.capabilities.base import (
 from edgeclaw.capabilities.gpio import tools as toolgen
 from edgeclaw.capabilities.gpio.config import Config, PinConfig
 from edgeclaw.capabilities.gpio.edges import Debouncer, EdgeRing, iso_time
+from edgeclaw.capabilities.gpio.manifest import MANIFEST
 from edgeclaw.capabilities.gpio.spool import Spool, SpoolEntry
 from edgeclaw.platform import events
 
 log = logging.getLogger("edgeclaw.gpio")
 
-COMMANDS = ("gpio.list", "gpio.read", "gpio.write", "gpio.pwm", "gpio.pulse", "gpio.events")
-MANIFEST = CapabilityManifest(
-    name="gpio",
-    caps=("gpio",),
-    commands=COMMANDS,
-    devices=("/dev/gpiochip*",),
-    groups=("gpio",),
-    needs_gateway_allowlist=COMMANDS,
-)
 LATE_S = 5.0  # an agent.request delivered later than this names its original time if the template didn't
 RETRY_S = 5.0
 
