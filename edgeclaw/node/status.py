@@ -36,11 +36,16 @@ class NodeStatus:
     next_retry_at: float | None = None
     invokes: int = 0
     last_invoke_at: float | None = None
+    ticks: int = 0  # gateway ticks received (liveness: one every tickIntervalMs while connected)
+    last_tick_at: float | None = None
     server_version: str | None = None
     protocol: int | None = None
     commands: list[str] = field(default_factory=list)
     withheld_commands: list[str] = field(default_factory=list)
     reload_error: str | None = None
+    # the state directory refused a write (full, read-only): what, and how to fix it
+    state_error: str | None = None
+    loop_lag_ms: dict[str, float] = field(default_factory=dict)  # last/p50/p99/max over recent samples
     updated: float = field(default_factory=time.time)
 
     def set_connection(self, state: str) -> None:
@@ -52,6 +57,8 @@ class NodeStatus:
         """The STATUS= line: what an operator needs first, no jargon."""
         now = time.time()
         prefix = f"reload failed: {self.reload_error} · " if self.reload_error else ""
+        if self.state_error:
+            prefix += f"{self.state_error} · "
         if self.connection == "connected":
             approval = {
                 "approved": "approved",
@@ -100,7 +107,8 @@ class StatusFile:
         self._last = now
         status.updated = time.time()
         try:
-            write_atomic(self.path, json.dumps(status.to_json(), indent=1) + "\n", mode=0o644)
+            # runtime state, rewritten every few seconds: atomic, but no fsync (it would block the loop)
+            write_atomic(self.path, json.dumps(status.to_json(), indent=1) + "\n", mode=0o644, durable=False)
         except OSError as exc:
             log.warning(
                 "cannot write %s (%s); `edgeclaw status` will read the state directory", self.path, exc

@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600) -> None:
+def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace `path` with `data` so a reader sees the old or the new content, never a mix. `durable`
+    adds the fsyncs that make it survive a power cut; runtime files that die with the process skip them
+    (an fsync can stall the event loop for tens of ms on a busy SD card)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -20,7 +23,8 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600) -> None
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -28,6 +32,8 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600) -> None
         raise
     os.close(fd)
     os.replace(tmp, target)
+    if not durable:
+        return
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from edgeclaw.platform import events
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 MAX_LABEL_VALUES = 64
 OVERFLOW_LABEL = "other"
 PAIRING_STATES = ("unknown", "device-pending", "surface-pending", "approved")
@@ -23,16 +25,61 @@ PAIRING_STATES = ("unknown", "device-pending", "surface-pending", "approved")
 
 @dataclass
 class _Histogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    bounds: tuple[float, ...] = DURATION_BUCKETS
+    buckets: list[int] = field(default_factory=list)
     count: int = 0
     total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.buckets:
+            self.buckets = [0] * len(self.bounds)
 
     def observe(self, value: float) -> None:
         self.count += 1
         self.total += value
-        for i, bound in enumerate(DURATION_BUCKETS):
+        for i, bound in enumerate(self.bounds):
             if value <= bound:
                 self.buckets[i] += 1
+
+
+class LoopLag:
+    """Event-loop lag samples (how late a timer fired): the last one, a cumulative histogram for
+    Prometheus (the distribution over any window is the difference of two scrapes) and the last `keep`
+    samples for the quantiles `edgeclaw status` shows."""
+
+    def __init__(self, keep: int = 600) -> None:
+        self.last = 0.0
+        self.max = 0.0
+        self.hist = _Histogram(bounds=LAG_BUCKETS)
+        self.recent: deque[float] = deque(maxlen=keep)
+        self._recent_since: deque[float] = deque(maxlen=keep)
+
+    def observe(self, lag_s: float, now: float | None = None) -> None:
+        lag_s = max(0.0, lag_s)
+        self.last = lag_s
+        self.max = max(self.max, lag_s)
+        self.hist.observe(lag_s)
+        self.recent.append(lag_s)
+        self._recent_since.append(time.monotonic() if now is None else now)
+
+    def summary(self) -> dict[str, float]:
+        """Quantiles over the recent samples, in milliseconds (nearest-rank)."""
+        if not self.recent:
+            return {}
+        ordered = sorted(self.recent)
+        n = len(ordered)
+
+        def rank(q: float) -> float:
+            return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+
+        return {
+            "last_ms": round(1000 * self.last, 2),
+            "p50_ms": round(1000 * rank(0.50), 2),
+            "p99_ms": round(1000 * rank(0.99), 2),
+            "max_ms": round(1000 * ordered[-1], 2),
+            "samples": n,
+            "window_s": round(self._recent_since[-1] - self._recent_since[0], 1),
+        }
 
 
 @dataclass
@@ -44,6 +91,7 @@ class Snapshot:
     withheld_commands: int = 0
     rss_bytes: int | None = None
     loop_lag_s: float | None = None
+    loop_lag: LoopLag | None = None
 
 
 class Metrics:
@@ -54,7 +102,7 @@ class Metrics:
         self.version = version
         self.started_at = time.time() if started_at is None else started_at
         self.invokes: dict[tuple[str, str], int] = {}
-        self.durations: dict[tuple[str, str], _Histogram] = {}
+        self.durations: dict[tuple[str, ...], _Histogram] = {}
         self.errors: dict[tuple[str, str], int] = {}
         self.exceptions: dict[str, int] = {}
         self.connect_attempts = 0
@@ -165,7 +213,13 @@ class Metrics:
             "Finished invokes by command and outcome (ok, error, cancelled).",
             [({"command": c, "outcome": o}, n) for (c, o), n in sorted(self.invokes.items())],
         )
-        _histograms(out, self.durations)
+        _histograms(
+            out,
+            self.durations,
+            "edgeclaw_invoke_duration_seconds",
+            "Invoke duration from request to result, by command and outcome.",
+            ("command", "outcome"),
+        )
         _family(
             out,
             "edgeclaw_invoke_errors_total",
@@ -196,6 +250,14 @@ class Metrics:
                 "Event-loop lag at the last sample.",
                 [({}, snap.loop_lag_s)],
             )
+        if snap.loop_lag is not None:
+            _histograms(
+                out,
+                {(): snap.loop_lag.hist},
+                "edgeclaw_event_loop_lag_observed_seconds",
+                "Event-loop lag samples (every 0.5 s; every 50 ms while invokes run).",
+                (),
+            )
         _family(
             out,
             "edgeclaw_event_loop_lag_events_total",
@@ -206,13 +268,18 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-def _histograms(out: list[str], durations: dict[tuple[str, str], _Histogram]) -> None:
-    name = "edgeclaw_invoke_duration_seconds"
-    out.append(f"# HELP {name} Invoke duration from request to result, by command and outcome.")
+def _histograms(
+    out: list[str],
+    histograms: dict[tuple[str, ...], _Histogram],
+    name: str,
+    help_text: str,
+    label_names: tuple[str, ...],
+) -> None:
+    out.append(f"# HELP {name} {help_text}")
     out.append(f"# TYPE {name} histogram")
-    for (command, outcome), hist in sorted(durations.items()):
-        labels = {"command": command, "outcome": outcome}
-        for bound, count in zip(DURATION_BUCKETS, hist.buckets, strict=True):
+    for key, hist in sorted(histograms.items()):
+        labels = dict(zip(label_names, key, strict=True))
+        for bound, count in zip(hist.bounds, hist.buckets, strict=True):
             out.append(f"{name}_bucket{_labels({**labels, 'le': _num(bound)})} {count}")
         out.append(f"{name}_bucket{_labels({**labels, 'le': '+Inf'})} {hist.count}")
         out.append(f"{name}_sum{_labels(labels)} {_num(hist.total)}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import stat
 import uuid
@@ -21,6 +22,8 @@ IDENTITY_FILE = "identity.json"
 TOKEN_FILE = "device-token.json"
 INSTANCE_FILE = "instance-id"
 PAIRING_FILE = "pairing.json"
+
+log = logging.getLogger("edgeclaw.state")
 
 
 class StateError(Exception):
@@ -143,8 +146,16 @@ class StateDir:
             return value
         except (OSError, ValueError):
             value = str(uuid.uuid4())
-            self.ensure()
-            write_atomic(path, value + "\n", mode=0o644)
+            try:
+                self.ensure()
+                write_atomic(path, value + "\n", mode=0o644)
+            except OSError as exc:  # full or read-only: a fresh id this run beats not starting at all
+                log.error(
+                    "STATE_WRITE_FAILED: cannot store the instance id in %s: %s; using %s for this run",
+                    path,
+                    exc.strerror or exc,
+                    value,
+                )
             return value
 
     # pairing progress -----------------------------------------------------------------------------

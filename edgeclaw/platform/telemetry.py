@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeclaw.platform import events
-from edgeclaw.platform.metrics import Metrics, Snapshot
+from edgeclaw.platform.metrics import LoopLag, Metrics, Snapshot
 
 if TYPE_CHECKING:
     from edgeclaw.config import TelemetryConfig
@@ -91,11 +91,13 @@ class Telemetry:
         version: str,
         snapshot: Callable[[], dict[str, Any]],
         loop_lag: Callable[[], float] | None = None,
+        loop_lag_samples: LoopLag | None = None,
     ) -> None:
         self.config = config
         self.metrics = Metrics(node_id=node_id, version=version)
         self._snapshot = snapshot
         self._loop_lag = loop_lag
+        self._loop_lag_samples = loop_lag_samples
         self._server: MetricsServer | None = None
         self._wake = asyncio.Event()
         self._textfile_problem: str | None = None
@@ -115,6 +117,7 @@ class Telemetry:
                 withheld_commands=len(snap.get("withheld_commands") or []),
                 rss_bytes=read_rss_bytes(),
                 loop_lag_s=self._loop_lag() if self._loop_lag is not None else None,
+                loop_lag=self._loop_lag_samples,
             )
         )
 
