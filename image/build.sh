@@ -3,8 +3,8 @@
 #   image/build.sh [--out DIR] [--no-compress]
 # Env: EDGECLAW_CACHE (cache dir), SNAPSHOT=YYYYMMDDTHHMMSSZ (pin the Debian archive), EXTRA_PACKAGES
 # (comma list, e.g. ffmpeg for USB cameras), ROOT_HEADROOM_MB (free space in the root fs, default 768).
-# Steps: cached base rootfs (image/build-base.sh) -> aarch64 wheelhouse (image/wheels.py) -> app layer (venv, units,
-# first-boot files) -> FAT + ext4 partitions made from directories (no loop mounts) -> sfdisk -> zstd.
+# Steps: cached base rootfs (image/build-base.sh) -> aarch64 wheelhouse (image/wheels.py) -> app layer (cached venv
+# dependency layer + EdgeClaw's wheel installed from the host, units, first-boot files) -> FAT + ext4 partitions made from directories (no loop mounts) -> sfdisk -> zstd.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 OUT=$REPO_DIR/build/image
@@ -36,19 +36,29 @@ step "base rootfs"
 REL_JSON=$(python3 "$IMAGE_DIR/wheels.py" --source "$REPO_DIR" --cache "$CACHE" --out "$OUT/wheel")
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$REL_JSON" "$1"; }
 WHEEL=$(field wheel); HOUSE=$(field wheelhouse); VERSION=$(field version)
-EXTRAS=$(python3 -c 'import json,sys; print(",".join(json.loads(sys.argv[1])["extras"]))' "$REL_JSON")
+REQS=$OUT/wheel/requirements.txt
+python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["requirements"]))' "$REL_JSON" > "$REQS"
+# the venv's dependency layer: cached by the base it is built on, the wheelhouse and the requirements
+VENV_KEY=$( { basename "$BASE"; basename "$HOUSE"; ls "$HOUSE"; cat "$REQS"; echo venv-layer-1; } | sha256sum | cut -c1-16)
+VENV_LAYER=$CACHE/image-venv-$VENV_KEY.tar.zst
 step "wheels"
 
 # 3. stage the root filesystem
 WORK=$OUT/work
 ROOTFS=$WORK/rootfs
-rm -rf "$WORK"; mkdir -p "$ROOTFS"
+# the previous build's tree (1.5 GB of small files) is deleted in the background, not waited for
+if [ -e "$WORK" ]; then mv "$WORK" "$OUT/.work-old.$$"; fi
+for old in "$OUT"/.work-old.*; do
+  if [ -e "$old" ]; then rm -rf "$old" </dev/null >/dev/null 2>&1 & fi
+done
+mkdir -p "$ROOTFS"
 tar -C "$ROOTFS" --zstd -xpf "$BASE" --numeric-owner --xattrs --xattrs-include='*'
 step "extract base"
 
 # 4. the app layer
-"$IMAGE_DIR/hooks/app-layer.sh" "$ROOTFS" "$WHEEL" "$HOUSE" "$EXTRAS"
-step "app layer"
+[ -s "$VENV_LAYER" ] && step_name="app layer" || step_name="app layer (+venv deps)"
+"$IMAGE_DIR/hooks/app-layer.sh" "$ROOTFS" "$WHEEL" "$HOUSE" "$REQS" "$VENV_LAYER"
+step "$step_name"
 
 # 5. manifest: package versions, EdgeClaw version, build time
 NAME=edgeclaw-$VERSION-$SUITE-$ARCH

@@ -4,7 +4,8 @@ dependencies, for `pip install --no-index` inside the image's arm64 root.
 
 The dependency wheelhouse is cached by the dependency list, so a build that only changes EdgeClaw
 re-downloads nothing; EdgeClaw's own (pure Python) wheel is built every time (a few seconds).
-Prints JSON: {"wheel", "wheelhouse", "version", "extras"}.
+Prints JSON: {"wheel", "wheelhouse", "version", "extras", "requirements"} (requirements: the
+dependencies, extras included, that the image's cached venv layer is installed from).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main() -> int:
     wheel = next(out.glob("edgeclaw-*.whl"))
     files = sorted(p for p in (src / "edgeclaw").rglob("*.py"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
-    print(json.dumps({"wheel": str(wheel), "wheelhouse": str(house), "extras": extras,
+    print(json.dumps({"wheel": str(wheel), "wheelhouse": str(house), "extras": extras, "requirements": reqs,
                       "version": f"{project['version']}-{digest}"}))  # fmt: skip
     return 0
 

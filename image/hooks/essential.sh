@@ -4,6 +4,7 @@
 # costs minutes under qemu-user); customize.sh removes the diversion and builds it once.
 set -eu
 R=$1
+[ -z "${EDGECLAW_BASE_TIMES:-}" ] || echo "essential $(date +%s)" >> "$EDGECLAW_BASE_TIMES"
 chroot "$R" dpkg-divert --local --rename --divert /usr/sbin/update-initramfs.edgeclaw-real \
   --add /usr/sbin/update-initramfs
 mkdir -p "$R/usr/sbin"
