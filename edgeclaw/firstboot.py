@@ -8,6 +8,13 @@ the token or setup code into 0600 files, writes `/etc/edgeclaw/config.yaml`, cre
 sets hostname, Wi-Fi and SSH key, and finally overwrites and deletes the file on the FAT partition.
 
 `edgeclaw firstboot --check FILE` validates a file on any computer without applying it.
+
+Under the image's read-only root (`systemd.volatile=overlay`, see image/README.md) `/etc/edgeclaw`
+and `/var/lib/edgeclaw` are bind mounts of the card's own directories, so the node's config, token
+and identity persist as they are; the other files first boot writes (hostname, hosts, Wi-Fi, the
+wpa_supplicant@wlan0 enablement, root's authorized_keys) are copied through to the real root at
+`/run/edgeclaw-volatile/lower` as well, so a first boot with the overlay already on is not undone
+by the next reboot.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ CONFIG_PATH = "/etc/edgeclaw/config.yaml"
 TOKEN_PATH = "/etc/edgeclaw/gateway.token"
 STATE_DIR = "/var/lib/edgeclaw"
 WPA_CONF = "/etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
+WPA_WANTS = "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service"
+AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+# where the image's initramfs leaves the real root when / is a RAM overlay (systemd.volatile=overlay)
+VOLATILE_LOWER = "/run/edgeclaw-volatile/lower"
+# bind-mounted from the real root under the overlay: already persistent
+PERSISTENT_DIRS = ("/etc/edgeclaw", STATE_DIR)
 REPORT_NAME = "edgeclaw-firstboot.txt"
 EX_CONFIG = 78
 EX_FAILED = 1
@@ -319,11 +332,13 @@ def _write(path: Path, text: str, mode: int, owner: tuple[int, int] | None = Non
         os.chown(path, *owner)
 
 
-def apply(plan: Plan, root: Path, *, source: str, live: bool) -> list[str]:
-    """Write everything; returns what was done, for the console and the report on the FAT partition."""
+def apply(plan: Plan, root: Path, *, source: str, live: bool, written: list[str] | None = None) -> list[str]:
+    """Write everything; returns what was done, for the console and the report on the FAT partition.
+    `written` collects the absolute paths (as on the device) of the system files it wrote."""
     from edgeclaw.platform.state import StateDir
 
     done: list[str] = []
+    written = written if written is not None else []
     service = _owner(root, "edgeclaw")
     state = StateDir(_under(root, STATE_DIR))
     state.ensure()
@@ -344,6 +359,7 @@ def apply(plan: Plan, root: Path, *, source: str, live: bool) -> list[str]:
     done.append(f"config -> {CONFIG_PATH}")
     if plan.hostname:
         _write(_under(root, "/etc/hostname"), plan.hostname + "\n", 0o644)
+        written += ["/etc/hostname", "/etc/hosts"]
         hosts = _under(root, "/etc/hosts")
         old = hosts.read_text() if hosts.exists() else "127.0.0.1\tlocalhost\n"
         kept = [line for line in old.splitlines() if not line.startswith("127.0.1.1")]
@@ -359,10 +375,11 @@ def apply(plan: Plan, root: Path, *, source: str, live: bool) -> list[str]:
         body = "\n".join(line for line in net if line)
         conf = f"ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev\nupdate_config=0\ncountry={w.country}\n\nnetwork={{\n{body}\n}}\n"
         _write(_under(root, WPA_CONF), conf, 0o600)
-        wants = _under(root, "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service")
+        wants = _under(root, WPA_WANTS)
         wants.parent.mkdir(parents=True, exist_ok=True)
         if not wants.is_symlink():
             wants.symlink_to("/lib/systemd/system/wpa_supplicant@.service")
+        written += [WPA_CONF, WPA_WANTS]
         if live:  # this boot's transaction was computed before the symlink existed
             subprocess.run(
                 ["systemctl", "--no-block", "start", "wpa_supplicant@wlan0.service"], check=False, timeout=30
@@ -375,8 +392,60 @@ def apply(plan: Plan, root: Path, *, source: str, live: bool) -> list[str]:
         existing = auth.read_text().splitlines() if auth.exists() else []
         merged = existing + [k for k in plan.ssh_keys if k not in existing]
         _write(auth, "\n".join(merged) + "\n", 0o600)
+        written.append(AUTHORIZED_KEYS)
         done.append(f"{len(plan.ssh_keys)} SSH key(s) for root")
     return done
+
+
+def volatile_lower(root: Path) -> Path | None:
+    """The real root when this system's / is the image's RAM overlay, else None."""
+    lower = Path(VOLATILE_LOWER)
+    if root == Path("/") and os.path.ismount(lower):
+        return lower
+    return None
+
+
+def persist(paths: list[str], root: Path, lower: Path) -> list[str]:
+    """Copy files written under `root` to the same places under `lower` (the card's real root),
+    each atomically, with its mode, owner and parent directories (modes copied too). Paths inside
+    the persistent (bind-mounted) directories are skipped. Returns the paths copied."""
+    import shutil
+
+    copied: list[str] = []
+    for path in dict.fromkeys(paths):
+        if any(path == d or path.startswith(d + "/") for d in PERSISTENT_DIRS):
+            continue
+        src = _under(root, path)
+        if not (src.exists() or src.is_symlink()):
+            continue
+        dest = _under(lower, path)
+        # parents first, with the modes they have on the running system (e.g. /root/.ssh 0700)
+        missing = []
+        parent = dest.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            d.mkdir()
+            st = _under(root, "/" + str(d.relative_to(lower))).stat()
+            os.chmod(d, st.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(d, st.st_uid, st.st_gid)
+        tmp = dest.with_name(dest.name + ".edgeclaw-new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        if src.is_symlink():
+            tmp.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, tmp)
+            st = src.stat()
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, dest)
+        copied.append(path)
+    with contextlib.suppress(OSError):
+        os.sync()
+    return copied
 
 
 def wipe(path: Path) -> None:
@@ -408,7 +477,7 @@ def _say(line: str) -> None:
     print(f"edgeclaw-firstboot: {line}", file=sys.stderr, flush=True)
 
 
-def run_firstboot(source: Path, root: Path, *, check: bool) -> int:
+def run_firstboot(source: Path, root: Path, *, check: bool, persist_to: Path | None = None) -> int:
     try:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -434,8 +503,13 @@ def run_firstboot(source: Path, root: Path, *, check: bool) -> int:
         for line in ["OK: " + str(source), *plan.summary()]:
             print(line)
         return 0
+    written: list[str] = []
+    lower = persist_to or volatile_lower(root)
     try:
-        done = apply(plan, root, source=str(source), live=root == Path("/"))
+        done = apply(plan, root, source=str(source), live=root == Path("/"), written=written)
+        if lower is not None:
+            copied = persist(written, root, lower)
+            done.append(f"read-only root: {len(copied)} system file(s) written through to the card")
     except OSError as exc:
         _say(f"ERROR applying {source}: {exc}; the node will not start. The file was left in place.")
         _report(source, [f"ERROR applying the settings: {exc}"])
@@ -449,7 +523,8 @@ def run_firstboot(source: Path, root: Path, *, check: bool) -> int:
 
 
 def _cmd_firstboot(args: argparse.Namespace) -> int:
-    return run_firstboot(Path(args.source), Path(args.root), check=args.check)
+    persist_to = Path(args.persist_to) if args.persist_to else None
+    return run_firstboot(Path(args.source), Path(args.root), check=args.check, persist_to=persist_to)
 
 
 def register(subparsers: Any) -> None:
@@ -463,6 +538,9 @@ def register(subparsers: Any) -> None:
         "--root", default="/", help="apply to a root filesystem mounted here (image builds, tests)"
     )
     p.add_argument("--check", action="store_true", help="validate and summarise only; change nothing")
+    # tests: copy the system files written to this root as well (on a device: automatic under the
+    # read-only root, to /run/edgeclaw-volatile/lower)
+    p.add_argument("--persist-to", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=lambda a: _cmd_firstboot(_normalise(a)))
 
 

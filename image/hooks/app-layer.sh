@@ -1,25 +1,58 @@
 #!/usr/bin/env bash
-# The per-build layer on top of the cached base: EdgeClaw's venv from aarch64 wheels (pip under
-# qemu-user, no index), the unit files from systemd/ (the same ones the Ansible role installs), and
-# the image's own first-boot, network, SSH and journald settings (image/rootfs/).
-#   app-layer.sh ROOTFS WHEEL WHEELHOUSE EXTRAS
+# The per-build layer on top of the cached base: EdgeClaw's venv from aarch64 wheels, the unit files
+# from systemd/ (the same ones the Ansible role installs), and the image's own first-boot, growroot,
+# read-only-root, network, SSH and journald settings (image/rootfs/).
+#   app-layer.sh ROOTFS WHEEL WHEELHOUSE REQUIREMENTS_FILE VENV_LAYER_TARBALL
+# The venv comes in two layers: the dependencies (pip under qemu-user, slow) cached as a tarball keyed
+# by the base, the wheelhouse and the requirement list; then EdgeClaw's own pure-Python wheel,
+# installed from the host by image/install_wheel.py in about a second.
 set -euo pipefail
-R=$1 WHEEL=$2 HOUSE=$3 EXTRAS=$4
+R=$1 WHEEL=$2 HOUSE=$3 REQS=$4 VENV_LAYER=$5
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 VENV=/opt/edgeclaw/venv
+say() { printf '[image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # a clean environment inside the chroot: the host's PIP_*/PYTHON* settings are not the image's
 in_root() { chroot "$R" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
+pip_in_root() {  # pip inside the arm64 root (qemu-user), from the wheelhouse only
+  mkdir -p "$R/tmp/edgeclaw-wheels"
+  cp "$HOUSE"/*.whl "$R/tmp/edgeclaw-wheels/"
+  in_root PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q --no-index \
+    --find-links /tmp/edgeclaw-wheels "$@"
+  rm -rf "$R/tmp/edgeclaw-wheels" "$R/root/.cache/pip"
+}
 
-# venv: python3 -m venv inside the arm64 root, then pip from the wheelhouse only
-mkdir -p "$R/tmp/edgeclaw-wheels"
-cp "$WHEEL" "$HOUSE"/*.whl "$R/tmp/edgeclaw-wheels/"
-in_root /usr/bin/python3 -m venv "$VENV"
-spec="edgeclaw${EXTRAS:+[$EXTRAS]} @ file:///tmp/edgeclaw-wheels/$(basename "$WHEEL")"
-in_root PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q --no-index \
-  --find-links /tmp/edgeclaw-wheels "$spec"
-rm -rf "$R/tmp/edgeclaw-wheels" "$R/root/.cache/pip"
-in_root "$VENV/bin/edgeclaw" --version
+# 1. the dependency layer of the venv
+t=$(date +%s)
+if [ -s "$VENV_LAYER" ]; then
+  mkdir -p "$R/opt/edgeclaw"
+  tar -C "$R/opt/edgeclaw" --zstd -xpf "$VENV_LAYER" --numeric-owner
+  say "venv dependency layer: cached ($(basename "$VENV_LAYER")), $(( $(date +%s) - t )) s"
+else
+  in_root /usr/bin/python3 -m venv "$VENV"
+  install -m 0644 "$REQS" "$R/tmp/edgeclaw-requirements.txt"
+  pip_in_root -r /tmp/edgeclaw-requirements.txt
+  rm -f "$R/tmp/edgeclaw-requirements.txt"
+  tar -C "$R/opt/edgeclaw" --zstd -cf "$VENV_LAYER.tmp.$$" venv
+  mv "$VENV_LAYER.tmp.$$" "$VENV_LAYER"
+  say "venv dependency layer: built under qemu-user and cached, $(( $(date +%s) - t )) s"
+fi
+# 2. EdgeClaw itself, from the host (pip under qemu-user only if the wheel were not pure Python)
+t=$(date +%s)
+rc=0; python3 "$HERE/install_wheel.py" --root "$R" --venv "$VENV" "$WHEEL" >&2 || rc=$?
+if [ $rc -eq 2 ]; then
+  cp "$WHEEL" "$R/tmp/"
+  pip_in_root --no-deps "/tmp/$(basename "$WHEEL")"
+  rm -f "$R/tmp/$(basename "$WHEEL")"
+elif [ $rc -ne 0 ]; then
+  exit $rc
+fi
+say "EdgeClaw wheel installed, $(( $(date +%s) - t )) s"
+# the smoke check: the arm64 interpreter imports it and the dependencies resolve
+t=$(date +%s)
+in_root "$VENV/bin/edgeclaw" --version >&2
+in_root "$VENV/bin/python3" -c "import edgeclaw.cli, edgeclaw.firstboot, uvloop, nacl.signing, yaml, websockets"
+say "import check under qemu-user, $(( $(date +%s) - t )) s"
 
 # units and their companions, as systemd/ documents their installed paths
 install -D -m 0644 "$REPO/systemd/edgeclaw.service" "$R/usr/lib/systemd/system/edgeclaw.service"
@@ -28,11 +61,26 @@ install -D -m 0644 "$REPO/systemd/tmpfiles.d/edgeclaw.conf" "$R/usr/lib/tmpfiles
 install -D -m 0644 "$REPO/systemd/udev/60-edgeclaw-gpio.rules" "$R/etc/udev/rules.d/60-edgeclaw-gpio.rules"
 ln -sfn "$VENV/bin/edgeclaw" "$R/usr/local/bin/edgeclaw"
 
-# the image's own files (first boot, network, SSH, journald, fstab, hostname)
+# the image's own files (first boot, growroot, read-only root, network, SSH, journald, fstab, hostname)
 cp -a --no-preserve=ownership "$HERE/rootfs/." "$R/"
 install -D -m 0644 "$HERE/edgeclaw.yaml.example" "$R/usr/share/doc/edgeclaw/edgeclaw.yaml.example"
 mkdir -p "$R/etc/edgeclaw" "$R/var/lib/edgeclaw"
 chmod 0700 "$R/var/lib/edgeclaw"
+
+# The read-only-root script lives in the initramfs, which the base build makes once. If the script
+# changed since that base was built, put it in and regenerate the initramfs here (slow: mkinitramfs
+# under qemu-user) rather than rebuilding the whole base.
+IRS=etc/initramfs-tools/scripts/local-bottom/edgeclaw-volatile
+if ! cmp -s "$HERE/initramfs/edgeclaw-volatile" "$R/$IRS"; then
+  t=$(date +%s)
+  install -D -m 0755 "$HERE/initramfs/edgeclaw-volatile" "$R/$IRS"
+  say "initramfs script differs from the base's: regenerating the initramfs under qemu-user"
+  # mkinitramfs wants /proc, /sys and /dev: a private mount namespace, gone when it exits
+  unshare --mount --propagation private sh -c 'mount -t proc proc "$1/proc" && mount -t sysfs sysfs "$1/sys" &&
+    mount --rbind /dev "$1/dev" && exec chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+    update-initramfs -u -k all' sh "$R" >&2
+  say "initramfs regenerated, $(( $(date +%s) - t )) s"
+fi
 
 # users and groups on the host's systemd-sysusers (no emulation), then the state dir's owner
 systemd-sysusers --root="$R" >/dev/null
@@ -44,7 +92,8 @@ grep -q '^ROOTPART=LABEL=rootfs' "$R/etc/default/raspi-firmware" 2>/dev/null \
   || echo 'ROOTPART=LABEL=rootfs' >> "$R/etc/default/raspi-firmware"
 
 systemctl --root="$R" enable -q systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-  ssh.service edgeclaw-ssh-hostkeys.service edgeclaw.service edgeclaw-firstboot.service
+  ssh.service edgeclaw-ssh-hostkeys.service edgeclaw.service edgeclaw-firstboot.service \
+  edgeclaw-growroot.service
 # the D-Bus wpa_supplicant is not how Wi-Fi is set up here (wpa_supplicant@wlan0 from first boot)
 systemctl --root="$R" disable -q wpa_supplicant.service 2>/dev/null || true
 : > "$R/etc/machine-id"

@@ -212,3 +212,44 @@ def test_example_in_the_image_is_valid_once_filled_in(card: tuple[Path, Path]) -
     proc = run(source, root, "--check")
     assert proc.returncode == 0, proc.stderr
     assert "display name: Garage Pi" in proc.stdout and "hostname: garage-pi" in proc.stdout
+
+
+def test_under_the_read_only_root_system_files_are_written_through_to_the_card(
+    card: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With / a RAM overlay, first boot's system files also land on the real root (the overlay's
+    lower layer, /run/edgeclaw-volatile/lower on the device); /etc/edgeclaw and /var/lib/edgeclaw
+    are bind mounts of the card's own directories there, so they are not copied."""
+    fat, root = card
+    lower = tmp_path / "lower"
+    (lower / "etc").mkdir(parents=True)
+    (lower / "etc/hostname").write_text("edgeclaw\n")
+    source = fat / "edgeclaw.yaml"
+    source.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {"url": "ws://10.0.0.2:18789", "token": TOKEN},
+                "node": {"display_name": "Barn"},
+                "wifi": {"ssid": "Farm", "psk": PASSPHRASE, "country": "DE"},
+                "ssh": {"authorized_keys": [SSH_KEY]},
+            }
+        )
+    )
+    (root / "root/.ssh").mkdir(parents=True, mode=0o700)
+    proc = run(source, root, "--persist-to", str(lower))
+    assert proc.returncode == 0, proc.stderr
+    assert "written through to the card" in (fat / "edgeclaw-firstboot.txt").read_text()
+    for rel in ("etc/hostname", "etc/hosts", "etc/wpa_supplicant/wpa_supplicant-wlan0.conf",
+                "root/.ssh/authorized_keys"):  # fmt: skip
+        assert (lower / rel).read_bytes() == (root / rel).read_bytes(), rel
+        assert (lower / rel).stat().st_mode == (root / rel).stat().st_mode, rel
+    assert (lower / "etc/hostname").read_text() == "barn\n"
+    assert stat.S_IMODE((lower / "root/.ssh").stat().st_mode) == 0o700
+    wants = lower / "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service"
+    assert os.readlink(wants) == "/lib/systemd/system/wpa_supplicant@.service"
+    assert not (lower / "etc/edgeclaw").exists() and not (lower / "var/lib/edgeclaw").exists()
+    assert not list(lower.rglob("*.edgeclaw-new"))
+    # on the device the lower root is found only when / is the overlay (its mount point exists)
+    from edgeclaw.firstboot import volatile_lower
+
+    assert volatile_lower(root) is None

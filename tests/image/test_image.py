@@ -3,9 +3,11 @@
 1. `image/build.sh` builds it (base rootfs cached by its package list) and prints its timings.
 2. The artifacts: partition table, FAT boot files for the Pi boards, ext4 root by label, checksum,
    manifest, and the rootfs settings a user relies on (keys-only SSH, no baked-in host keys...).
-3. QEMU `-M virt` (no network at all) boots the image with a test edgeclaw.yaml on its FAT
-   partition: first boot consumes it and wipes the secret, edgeclaw.service reaches READY and its
-   STATUS= says it is trying to reach the configured gateway.
+3. QEMU `-M virt` (no network at all) boots the image, enlarged, with a test edgeclaw.yaml on its
+   FAT partition: first boot consumes it and wipes the secret, the root grows to the disk,
+   edgeclaw.service reaches READY and its STATUS= says it is trying to reach the configured gateway.
+   Then the read-only root (`systemd.volatile=overlay`), twice: first boot under the overlay, a
+   reboot, and only the node's state (and first boot's system files) is still there.
 4. systemd-nspawn boots the same root (arm64 through qemu-user) beside a real gateway on loopback,
    in a network namespace of its own: first boot + setup code -> paired -> answers an invoke.
 """
@@ -125,6 +127,22 @@ def partitions(image: Path) -> list[dict]:
     return list(json.loads(sh("sfdisk", "--json", str(image)))["partitiontable"]["partitions"])
 
 
+def cpio_names(data: bytes) -> set[str]:
+    """The member names of a newc cpio archive (an initramfs), without a cpio binary."""
+    names: set[str] = set()
+    pos = 0
+    while pos + 110 <= len(data) and data[pos : pos + 6] in (b"070701", b"070702"):
+        size = int(data[pos + 54 : pos + 62], 16)
+        namesize = int(data[pos + 94 : pos + 102], 16)
+        name = data[pos + 110 : pos + 110 + namesize - 1].decode(errors="replace")
+        if name == "TRAILER!!!":
+            break
+        names.add(name.removeprefix("./"))
+        pos = (pos + 110 + namesize + 3) & ~3
+        pos = (pos + size + 3) & ~3
+    return names
+
+
 @pytest.mark.timeout(3300)  # includes the build (cold: the base rootfs under qemu-user)
 def test_image_artifacts(built: Built) -> None:
     name = built.image.name
@@ -189,8 +207,27 @@ def test_image_artifacts(built: Built) -> None:
     sos = list(r.glob("opt/edgeclaw/venv/lib/python3*/site-packages/**/*.so"))
     assert sos and all(so.read_bytes()[18:20] == b"\xb7\x00" for so in sos)  # e_machine EM_AARCH64
     # one initramfs, built once, and the build-time diversion is gone
-    assert len(list(r.glob("boot/initrd.img-*"))) == 1
+    initrds = list(r.glob("boot/initrd.img-*"))
+    assert len(initrds) == 1
     assert "update-initramfs" not in (r / "var/lib/dpkg/diversions").read_text()
+    # the read-only root's script is in the initramfs, the same as in the repository
+    script = "etc/initramfs-tools/scripts/local-bottom/edgeclaw-volatile"
+    assert (r / script).read_bytes() == (REPO / "image/initramfs/edgeclaw-volatile").read_bytes()
+    data = subprocess.run(
+        ["zstd", "-dc", str(initrds[0])], capture_output=True, timeout=300, check=True
+    ).stdout
+    listing = cpio_names(data)
+    assert "scripts/local-bottom/edgeclaw-volatile" in listing, sorted(n for n in listing if "scripts/" in n)
+    assert any(n.endswith("/overlay.ko") for n in listing)
+    # growing the root on first boot: the tools and the enabled unit
+    assert (r / "usr/bin/growpart").exists() and (r / "usr/sbin/resize2fs").exists()
+    assert (r / "sbin/sfdisk").exists() or (r / "usr/sbin/sfdisk").exists()
+    assert (wants / "multi-user.target.wants/edgeclaw-growroot.service").is_symlink()
+    # EdgeClaw's own wheel was installed from the host: a console script for the venv, byte-compiled
+    assert (r / "opt/edgeclaw/venv/bin/edgeclaw").read_text().startswith("#!/opt/edgeclaw/venv/bin/python3\n")
+    assert list(r.glob("opt/edgeclaw/venv/lib/python3*/site-packages/edgeclaw/__pycache__/cli.*.pyc"))
+    # no manuals or translations on the card (dpkg path-exclude), copyright files kept
+    assert not list(r.glob("usr/share/man/man1/*")) and (r / "usr/share/doc/systemd/copyright").exists()
 
 
 # QEMU ------------------------------------------------------------------------------------------------
@@ -223,12 +260,83 @@ def wait_console(log: Path, pattern: str, timeout: float, proc: subprocess.Popen
     raise AssertionError(f"console never showed /{pattern}/ within {timeout:.0f} s:\n{tail}")
 
 
+def boot_files(disk: Path, dest: Path) -> tuple[Path, Path]:
+    """The kernel and initrd, copied out of the image's FAT partition (QEMU -M virt boots them directly)."""
+    names = [n.split("/")[-1] for n in fat_ls(disk)]
+    kernel = next(n for n in names if n.startswith("vmlinuz-"))
+    initrd = next(n for n in names if n.startswith("initrd.img-"))
+    for name in (kernel, initrd):
+        sh("mcopy", "-o", "-i", f"{disk}@@{4 * MiB}", f"::{name}", str(dest / name))
+    return dest / kernel, dest / initrd
+
+
+def start_qemu(
+    disk: Path, boot: tuple[Path, Path], console: Path, monitor: Path, append: str
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
+        "-display", "none", "-nic", "none", "-no-reboot", "-serial", f"file:{console}",
+        "-monitor", f"unix:{monitor},server,nowait",
+        "-kernel", str(boot[0]), "-initrd", str(boot[1]),
+        "-append", f"root=LABEL=rootfs rw rootwait console=ttyAMA0 {append}".strip(),
+        "-drive", f"file={disk},format=raw,if=virtio",
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def power_off(proc: subprocess.Popen[bytes], monitor: Path | None, timeout: float = 180) -> None:
+    """Wait for the guest to power off (by itself when monitor is None, else via the power button)."""
+    if monitor is not None:
+        monitor_command(monitor, "system_powerdown")
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        pytest.fail(f"the guest did not power off within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def root_offset(disk: Path) -> int:
+    return int(partitions(disk)[1]["start"]) * 512
+
+
+def debugfs(disk: Path, request: str) -> str:
+    """Read the image's ext4 root in place (debugfs opens it at the partition's offset)."""
+    return sh("debugfs", "-R", request, f"{disk}?offset={root_offset(disk)}")
+
+
+def ext4_bytes(disk: Path) -> int:
+    with open(disk, "rb") as fh:
+        fh.seek(root_offset(disk) + 1024)
+        sb = fh.read(1024)
+    blocks = struct.unpack_from("<I", sb, 0x04)[0] | struct.unpack_from("<I", sb, 0x150)[0] << 32
+    return int(blocks) * (1024 << struct.unpack_from("<I", sb, 0x18)[0])
+
+
+def assert_root_fills_disk(disk: Path, before_fs: int) -> None:
+    """growroot: partition 2 reaches the end of the (enlarged) disk, and its ext4 fills it."""
+    part = partitions(disk)[1]
+    disk_bytes = disk.stat().st_size
+    part_end = (int(part["start"]) + int(part["size"])) * 512
+    assert disk_bytes - part_end < 4 * MiB, f"root partition ends at {part_end}, the disk at {disk_bytes}"
+    fs = ext4_bytes(disk)
+    assert fs > before_fs + 400 * MiB and int(part["size"]) * 512 - fs < 8 * MiB, (before_fs, fs, part)
+
+
 @pytest.mark.timeout(1800)
 def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
     built: Built, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     disk = tmp_path / "disk.img"
     sh("cp", "--sparse=always", str(built.image), str(disk))
+    fs_before = ext4_bytes(disk)
+    sh("truncate", "-s", "+512M", str(disk))  # a bigger card: first boot grows the root into it
     fat = f"{disk}@@{4 * MiB}"
     settings = tmp_path / "edgeclaw.yaml"
     settings.write_text(
@@ -236,23 +344,11 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
         f"ssh:\n  authorized_keys:\n    - {SSH_KEY}\n"
     )
     sh("mcopy", "-i", fat, str(settings), "::edgeclaw.yaml")
-    names = fat_ls(disk)
-    kernel = next(n for n in names if n.split("/")[-1].startswith("vmlinuz-")).split("/")[-1]
-    initrd = next(n for n in names if n.split("/")[-1].startswith("initrd.img-")).split("/")[-1]
-    for name in (kernel, initrd):
-        sh("mcopy", "-i", fat, f"::{name}", str(tmp_path / name))
+    boot = boot_files(disk, tmp_path)
     console = tmp_path / "console.log"
     monitor = tmp_path / "monitor.sock"
-    cmd = [
-        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
-        "-display", "none", "-nic", "none", "-no-reboot", "-serial", f"file:{console}",
-        "-monitor", f"unix:{monitor},server,nowait",
-        "-kernel", str(tmp_path / kernel), "-initrd", str(tmp_path / initrd),
-        "-append", "root=LABEL=rootfs rw rootwait console=ttyAMA0 systemd.log_level=debug systemd.log_target=console",
-        "-drive", f"file={disk},format=raw,if=virtio",
-    ]  # fmt: skip
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_qemu(disk, boot, console, monitor, "systemd.log_level=debug systemd.log_target=console")
     try:
         wait_console(console, r"Run /init as init process|Freeing unused kernel memory", 120, proc)
         t_init = time.monotonic() - t0
@@ -272,27 +368,23 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
             120,
             proc,
         )
+        grown = wait_console(
+            console, r"edgeclaw-growroot: root filesystem on \S+ grown from \d+ MiB to \d+ MiB", 120, proc
+        )
         text = console.read_text(errors="replace")
         assert "Dependency failed for EdgeClaw" not in text
         assert TOKEN not in text, "the token leaked onto the console"
         # clean power-off through the virt board's power button, so the disk is consistent
-        monitor_command(monitor, "system_powerdown")
-        try:
-            proc.wait(180)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-            pytest.fail("the guest did not power off within 180 s of the power button")
+        power_off(proc, monitor)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
     report(
         request,
         f"QEMU boot: /init {t_init:.0f} s, first boot done {t_first:.0f} s, edgeclaw READY {t_ready:.0f} s; "
-        f"STATUS={status.group(1)!r}",
+        f"STATUS={status.group(1)!r}; {grown.group(0)}",
     )
     assert "READY=1" in ready.group(0)
+    assert_root_fills_disk(disk, fs_before)
     # the FAT partition: settings gone, a report there, and the token nowhere in its bytes
     names = {n.split("/")[-1] for n in fat_ls(disk)}
     assert "edgeclaw.yaml" not in names and "edgeclaw-firstboot.txt" in names
@@ -303,15 +395,134 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
         boot_bytes = fh.read(256 * MiB)
     assert TOKEN.encode() not in boot_bytes, "the token is still on the FAT partition"
     # the root: the token now lives in a 0600 file owned by the service user
-    root_part = partitions(disk)[1]
-    root_img = tmp_path / "root.img"
-    sh("dd", f"if={disk}", f"of={root_img}", "bs=1M", f"skip={root_part['start'] // 2048}", "conv=sparse",
-       "status=none", timeout=300)  # fmt: skip
-    stat_out = sh("debugfs", "-R", "stat /etc/edgeclaw/gateway.token", str(root_img))
+    stat_out = debugfs(disk, "stat /etc/edgeclaw/gateway.token")
     assert re.search(r"Mode:\s+0600", stat_out), stat_out
-    assert sh("debugfs", "-R", "cat /etc/edgeclaw/gateway.token", str(root_img)).strip() == TOKEN
-    assert "ci@test" in sh("debugfs", "-R", "cat /root/.ssh/authorized_keys", str(root_img))
-    assert sh("debugfs", "-R", "cat /etc/hostname", str(root_img)).strip() == "qemu-pi"
+    assert debugfs(disk, "cat /etc/edgeclaw/gateway.token").strip() == TOKEN
+    assert "ci@test" in debugfs(disk, "cat /root/.ssh/authorized_keys")
+    assert debugfs(disk, "cat /etc/hostname").strip() == "qemu-pi"
+
+
+# The read-only root: a probe unit injected into a copy of the image (test-only) reports on the serial
+# console what the guest sees, then powers it off.
+PROBE_SCRIPT = r"""#!/bin/sh
+h() { if [ -e "$1" ]; then sha256sum < "$1" | cut -c1-16; else echo missing; fi; }
+p() { echo "PROBE $1=$2"; }
+p fstype "$(findmnt -n -o FSTYPE --mountpoint /)"
+p marker "$([ -e /var/tmp/volatile-marker ] && echo present || echo absent)"
+echo written > /var/tmp/volatile-marker && sync
+p marker_now "$([ -e /var/tmp/volatile-marker ] && echo present || echo absent)"
+p token "$(h /etc/edgeclaw/gateway.token)"
+p config "$(h /etc/edgeclaw/config.yaml)"
+p identity "$(h /var/lib/edgeclaw/identity.json)"
+p hostname "$(cat /etc/hostname)"
+p machine_id "$(cat /etc/machine-id)"
+p ssh_hostkey "$(h /etc/ssh/ssh_host_ed25519_key.pub)"
+p persistent_mounts "$(findmnt -n -o TARGET /etc/edgeclaw),$(findmnt -n -o TARGET /var/lib/edgeclaw)"
+p lower_mib "$(df -B1M --output=size /run/edgeclaw-volatile/lower | tail -n 1 | tr -d ' ')"
+p edgeclaw "$(systemctl is-active edgeclaw.service)"
+p growroot "$(systemctl is-active edgeclaw-growroot.service)"
+p failed "$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}' | tr '\n' ',')"
+p done yes
+systemctl poweroff --no-block
+"""
+PROBE_UNIT = """[Unit]
+Description=image test probe (injected by tests/image/test_image.py; not part of the image)
+After=edgeclaw.service edgeclaw-firstboot.service edgeclaw-growroot.service edgeclaw-ssh-hostkeys.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/edgeclaw-test-probe
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def inject_probe(disk: Path, tmp_path: Path) -> None:
+    script, unit = tmp_path / "probe.sh", tmp_path / "probe.service"
+    script.write_text(PROBE_SCRIPT)
+    unit.write_text(PROBE_UNIT)
+    cmds = tmp_path / "debugfs.cmds"
+    cmds.write_text(
+        f"write {script} /usr/local/sbin/edgeclaw-test-probe\n"
+        "sif /usr/local/sbin/edgeclaw-test-probe mode 0100755\n"
+        f"write {unit} /etc/systemd/system/edgeclaw-test-probe.service\n"
+        "sif /etc/systemd/system/edgeclaw-test-probe.service mode 0100644\n"
+        "symlink /etc/systemd/system/multi-user.target.wants/edgeclaw-test-probe.service "
+        "/etc/systemd/system/edgeclaw-test-probe.service\n"
+    )
+    sh("debugfs", "-w", "-f", str(cmds), f"{disk}?offset={root_offset(disk)}")
+    assert "edgeclaw-test-probe" in debugfs(disk, "ls /etc/systemd/system/multi-user.target.wants")
+
+
+def probe_boot(
+    disk: Path, boot: tuple[Path, Path], tmp_path: Path, name: str
+) -> tuple[dict[str, str], str, float]:
+    """Boot with the read-only root until the probe has reported and powered the guest off."""
+    console = tmp_path / f"{name}.log"
+    t0 = time.monotonic()
+    proc = start_qemu(disk, boot, console, tmp_path / f"{name}.sock", "systemd.volatile=overlay")
+    try:
+        wait_console(console, r"PROBE done=yes", 600, proc)
+        power_off(proc, None, timeout=120)  # the probe powers off
+    finally:
+        stop(proc)
+    text = console.read_text(errors="replace")
+    return dict(re.findall(r"PROBE (\w+)=(\S*)", text)), text, time.monotonic() - t0
+
+
+@pytest.mark.timeout(1800)
+def test_qemu_read_only_root_keeps_node_state_and_grows_root(
+    built: Built, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`systemd.volatile=overlay` from the very first boot: / is an overlay on RAM, a write outside
+    the node's directories is gone after a reboot, while what first boot wrote (config, token,
+    identity, hostname) and the card's machine id and SSH host key stay; the root partition and its
+    ext4 are grown to the enlarged disk underneath the overlay."""
+    disk = tmp_path / "disk.img"
+    sh("cp", "--sparse=always", str(built.image), str(disk))
+    fs_before = ext4_bytes(disk)
+    sh("truncate", "-s", "+1G", str(disk))
+    settings = tmp_path / "edgeclaw.yaml"
+    settings.write_text(
+        f'gateway:\n  url: {GATEWAY}\n  token: "{TOKEN}"\nnode:\n  display_name: Volatile Pi\n'
+        f"ssh:\n  authorized_keys:\n    - {SSH_KEY}\n"
+    )
+    sh("mcopy", "-i", f"{disk}@@{4 * MiB}", str(settings), "::edgeclaw.yaml")
+    inject_probe(disk, tmp_path)
+    boot = boot_files(disk, tmp_path)
+    first, text1, t1 = probe_boot(disk, boot, tmp_path, "boot1")
+    diag = f"boot 1: {first}\n{text1[-4000:]}"
+    assert first.get("fstype") == "overlay", diag
+    assert "edgeclaw-firstboot: secrets removed from the boot partition" in text1, diag
+    assert re.search(r"edgeclaw-growroot: root filesystem on \S+ grown from", text1), diag
+    assert first["marker"] == "absent" and first["marker_now"] == "present", diag
+    assert first["persistent_mounts"] == "/etc/edgeclaw,/var/lib/edgeclaw", diag
+    assert first["token"] != "missing" and first["identity"] != "missing", diag
+    assert first["hostname"] == "volatile-pi" and first["edgeclaw"] == "active", diag
+    assert first["growroot"] == "active", diag
+    assert int(first["lower_mib"]) * MiB > fs_before + 900 * MiB, diag
+    second, text2, t2 = probe_boot(disk, boot, tmp_path, "boot2")
+    diag = f"boot 1: {first}\nboot 2: {second}\n{text2[-4000:]}"
+    assert second.get("fstype") == "overlay", diag
+    assert second["marker"] == "absent", "a write outside the persistent directories survived: " + diag
+    for key in ("token", "config", "identity", "hostname", "machine_id", "ssh_hostkey"):
+        assert second[key] == first[key], f"{key} changed across the reboot: {diag}"
+    assert "secrets removed from the boot partition" not in text2, "first boot ran again: " + diag
+    assert second["edgeclaw"] == "active", diag
+    for state in (first, second):
+        failed = {u for u in state["failed"].split(",") if u} - {"systemd-networkd-wait-online.service"}
+        assert not failed, f"failed units: {failed}\n{diag}"
+    assert TOKEN not in text1 + text2, "the token leaked onto the console"
+    # on the card itself: grown, the node's files there, the marker not
+    assert_root_fills_disk(disk, fs_before)
+    assert debugfs(disk, "cat /etc/edgeclaw/gateway.token").strip() == TOKEN
+    assert debugfs(disk, "cat /etc/hostname").strip() == "volatile-pi"
+    assert "ci@test" in debugfs(disk, "cat /root/.ssh/authorized_keys")
+    assert "identity.json" in debugfs(disk, "ls /var/lib/edgeclaw")
+    assert "volatile-marker" not in debugfs(disk, "ls /var/tmp")
+    report(request, f"QEMU read-only root: boot 1 (first boot + growroot) {t1:.0f} s, boot 2 {t2:.0f} s")
 
 
 # systemd-nspawn + real gateway ------------------------------------------------------------------------
