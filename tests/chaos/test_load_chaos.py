@@ -164,7 +164,7 @@ async def test_200_concurrent_system_runs_keep_the_loop_responsive_and_ticks_flo
     )
     assert not other, other[:3]
     assert answered == sent  # every invoke answered exactly once (a result or a coded busy error)
-    assert answers.get("ok", 0) >= sent // 2, answers
+    assert answers.get("ok", 0) >= IN_FLIGHT, answers  # at least one full wave ran to completion
     assert peak_in_flight >= IN_FLIGHT * 0.9, f"only {peak_in_flight} commands ran at once"
     assert samples >= LOAD_S / 0.05 * 0.5, f"the sampler took only {samples} samples under load"
     assert bound <= 0.02, f"event-loop lag p99 above 20 ms: {before} → {after}"
