@@ -14,7 +14,9 @@ import contextlib
 import errno
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 CHUNK = 64 * 1024
 TIMEOUT_EXIT_CODE = 124  # what `timeout(1)` and OpenClaw's node host report for a params timeout
@@ -43,15 +45,11 @@ class _Capture:
         self.data = bytearray()
         self.dropped = 0
 
-    async def pump(self, stream: asyncio.StreamReader) -> None:
-        while True:
-            chunk = await stream.read(CHUNK)
-            if not chunk:
-                return
-            room = self.cap - len(self.data)
-            if room > 0:
-                self.data += chunk[:room]
-            self.dropped += max(0, len(chunk) - max(room, 0))
+    def feed(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
 
     def text(self) -> str:
         out = bytes(self.data).decode("utf-8", "replace")
@@ -77,7 +75,106 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def kill_group(proc: asyncio.subprocess.Process, pgid: int, grace: float) -> None:
+class _Child:
+    """A child started off the event loop (fork/exec blocks the calling thread until the child has
+    exec'd; on a busy board that is milliseconds to hundreds of ms), watched on the loop with raw fds:
+    a pidfd for its exit, non-blocking reads for its pipes. No transports: nothing to leak or race."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = popen.pid
+        self.returncode: int | None = None
+        self._popen = popen
+        self._loop = loop
+        self._exited: asyncio.Future[None] = loop.create_future()
+        self._pidfd = os.pidfd_open(self.pid)
+
+    async def watch(self) -> None:
+        await _add_reader(self._loop, self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._popen.returncode = self.returncode  # Popen must not reap it again
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def wait(self) -> int | None:
+        await asyncio.shield(self._exited)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+async def _add_reader(loop: asyncio.AbstractEventLoop, fd: int, callback: Any) -> None:
+    """loop.add_reader, tolerating a reused fd number: uvloop refuses an fd that a just-closed
+    transport still holds until its close completes, a loop tick or so later."""
+    for attempt in range(50):
+        try:
+            loop.add_reader(fd, callback)
+            return
+        except RuntimeError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.001 * attempt)
+
+
+async def _pump_fd(fd: int, capture: _Capture) -> None:
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            loop.remove_reader(fd)
+            if not done.done():
+                done.set_result(None)
+            return
+        capture.feed(chunk)
+
+    try:
+        await _add_reader(loop, fd, readable)
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _spawn(argv: list[str], cwd: str | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _abandon(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """A run cancelled while its process was being started: kill the new group, close its pipes.
+    (subprocess reaps the zombie on its next use.)"""
+    if spawning.cancelled() or spawning.exception() is not None:
+        return
+    popen = spawning.result()
+    _signal_group(popen.pid, signal.SIGKILL)
+    for pipe in (popen.stdout, popen.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+async def kill_group(proc: Any, pgid: int, grace: float) -> None:
     """SIGTERM the group, SIGKILL whatever is left after `grace`, reap the leader. Safe to call twice."""
     _signal_group(pgid, signal.SIGTERM)
     loop = asyncio.get_running_loop()
@@ -119,24 +216,30 @@ async def run_process(
     grace: float,
 ) -> RunResult:
     """Run to completion, or until `timeout` seconds (params) or loop-time `deadline` (invoke) passes."""
+    loop = asyncio.get_running_loop()
+    spawning = asyncio.ensure_future(asyncio.to_thread(_spawn, argv, cwd, env))
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            limit=CHUNK,
-        )
+        popen = await asyncio.shield(spawning)
     except OSError as exc:
         return RunResult(None, False, "", "", _launch_error(exc, cwd))
+    except asyncio.CancelledError:
+        spawning.add_done_callback(_abandon)  # the fork finishes in its thread: never leave that child
+        raise
+    assert popen.stdout is not None and popen.stderr is not None
+    out_fd, err_fd = os.dup(popen.stdout.fileno()), os.dup(popen.stderr.fileno())
+    popen.stdout.close()
+    popen.stderr.close()
+    proc = _Child(popen, loop)
+    try:
+        await proc.watch()
+    except BaseException:
+        _signal_group(proc.pid, signal.SIGKILL)
+        os.close(out_fd)
+        os.close(err_fd)
+        raise
     pgid = proc.pid  # start_new_session: the leader's pid is the group id
     out, err = _Capture(cap), _Capture(cap)
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = asyncio.gather(out.pump(proc.stdout), err.pump(proc.stderr))
-    loop = asyncio.get_running_loop()
+    pumps = asyncio.gather(_pump_fd(out_fd, out), _pump_fd(err_fd, err))
     limit = deadline - loop.time()
     params_limit = timeout if timeout is not None and timeout > 0 else None
     wait_for = min(limit, params_limit) if params_limit is not None else limit
