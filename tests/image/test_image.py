@@ -421,6 +421,8 @@ p persistent_mounts "$(findmnt -n -o TARGET /etc/edgeclaw),$(findmnt -n -o TARGE
 p lower_mib "$(df -B1M --output=size /run/edgeclaw-volatile/lower | tail -n 1 | tr -d ' ')"
 p edgeclaw "$(systemctl is-active edgeclaw.service)"
 p growroot "$(systemctl is-active edgeclaw-growroot.service)"
+p volatile "$(/usr/local/sbin/edgeclaw-volatile status | head -n 1 | tr ' ;' '_,')"
+p volatile_on "$(/usr/local/sbin/edgeclaw-volatile on | tr ' ' _)"
 p failed "$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}' | tr '\n' ',')"
 p done yes
 systemctl poweroff --no-block
@@ -522,6 +524,16 @@ def test_qemu_read_only_root_keeps_node_state_and_grows_root(
     assert "ci@test" in debugfs(disk, "cat /root/.ssh/authorized_keys")
     assert "identity.json" in debugfs(disk, "ls /var/lib/edgeclaw")
     assert "volatile-marker" not in debugfs(disk, "ls /var/tmp")
+    # `edgeclaw-volatile on` (run by the probe on both boots): the parameter once in cmdline.txt on
+    # the FAT partition, the rest of the line kept, and in raspi-firmware's extra cmdline on the card
+    assert first["volatile"].startswith("this_boot:_read-only_root"), diag
+    cmdline = sh("mtype", "-i", f"{disk}@@{4 * MiB}", "::cmdline.txt")
+    assert cmdline.count("systemd.volatile=overlay") == 1 and "root=LABEL=rootfs" in cmdline, cmdline
+    assert len(cmdline.strip().splitlines()) == 1 and cmdline.strip().endswith(" systemd.volatile=overlay"), (
+        cmdline
+    )
+    extra = debugfs(disk, "cat /etc/default/raspi-extra-cmdline").strip()
+    assert extra == "systemd.volatile=overlay", extra
     report(request, f"QEMU read-only root: boot 1 (first boot + growroot) {t1:.0f} s, boot 2 {t2:.0f} s")
 
 
