@@ -85,6 +85,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if live is not None else 3  # LSB: 3 = not running
 
 
+def _ticks(doc: dict[str, Any]) -> str | None:
+    if not doc.get("ticks"):
+        return None
+    last = doc.get("last_tick_at")
+    return (
+        f"{doc['ticks']} (last {time.strftime('%H:%M:%S', time.localtime(last))})"
+        if last
+        else str(doc["ticks"])
+    )
+
+
+def _lag(lag: dict[str, float]) -> str | None:
+    """The loop's responsiveness: a hung or starved node shows here before its watchdog fires."""
+    if not lag:
+        return None
+    return " / ".join(f"{key} {lag[key]:.1f} ms" for key in ("p50", "p99", "max") if key in lag)
+
+
 def _print_status(doc: dict[str, Any]) -> None:
     since = doc.get("since")
     rows = [
@@ -105,10 +123,13 @@ def _print_status(doc: dict[str, Any]) -> None:
         ("withheld by gateway", ", ".join(doc.get("withheld_commands") or []) or None),
         ("reconnects", doc.get("reconnects")),
         ("invokes", doc.get("invokes")),
+        ("gateway ticks", _ticks(doc)),
+        ("event-loop lag", _lag(doc.get("loop_lag_ms") or {})),
         ("last error", doc.get("last_error")),
         ("reload error", doc.get("reload_error")),
         ("config error", doc.get("config_error")),
         ("identity error", doc.get("identity_error")),
+        ("state error", doc.get("state_error")),
     ]
     if doc.get("status_line"):
         print(doc["status_line"])

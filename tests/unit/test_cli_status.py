@@ -1,0 +1,30 @@
+"""`edgeclaw status` (human form): what an operator reads on the board."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeclaw.cli import _print_status
+
+
+def test_status_shows_ticks_loop_lag_and_a_state_error(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_status(
+        {
+            "status_line": "connected · STATE_WRITE_FAILED",
+            "connection": "connected",
+            "ticks": 12,
+            "loop_lag_ms": {"last": 0.4, "p50": 0.3, "p99": 4.25, "max": 9.0},
+            "state_error": "STATE_WRITE_FAILED: cannot store the device token (ENOSPC)",
+        }
+    )
+    out = capsys.readouterr().out
+    assert "gateway ticks        12" in out
+    assert "event-loop lag       p50 0.3 ms / p99 4.2 ms / max 9.0 ms" in out
+    assert "state error          STATE_WRITE_FAILED: cannot store the device token (ENOSPC)" in out
+
+
+def test_status_leaves_out_what_is_not_known_yet(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_status({"connection": "connecting", "ticks": 0, "loop_lag_ms": {}})
+    out = capsys.readouterr().out
+    assert "ticks" not in out and "lag" not in out and "state error" not in out
+    assert "connection           connecting" in out
