@@ -9,7 +9,8 @@ How each figure is taken (same method for both nodes):
   reports for it in `node.list`, read by an operator WebSocket client polling every 50 ms. Median of N.
 - idle RSS / CPU: sum of VmRSS and of utime+stime over the node's whole process tree (/proc), both nodes
   connected and idle at the same time, RSS read after the idle window.
-- round-trip: `node.invoke system.which {"bins":["sh"]}` from an operator WebSocket client, one at a time.
+- round-trip: `node.invoke system.which {"bins":["sh"]}` from an operator WebSocket client, one at a time,
+  alternating between the two nodes.
 - throughput: the same invoke with 50 in flight from one operator connection.
 - leak run (EdgeClaw): the node's link runs through a loopback proxy that cuts it after every batch of
   invokes; RSS of the tree after a warm-up vs after the run.
@@ -135,15 +136,22 @@ async def _connected_since(op: Operator, node_id: str, t0: float) -> dict[str, A
     return None
 
 
-async def measure_invokes(op: Operator, c: Contender, sequential: int, total: int, concurrency: int) -> None:
-    await invoke_ok(op, c.node_id)
-    for _ in range(20):  # warm-up
-        await op.invoke(c.node_id, "system.which", WHICH)
+async def measure_round_trips(op: Operator, contenders: list[Contender], sequential: int) -> None:
+    """One invoke at a time, alternating between the nodes, so neither is measured against a colder or
+    busier gateway (its JIT warms up as it goes)."""
+    for c in contenders:
+        await invoke_ok(op, c.node_id)
+        for _ in range(20):  # warm-up
+            await op.invoke(c.node_id, "system.which", WHICH)
     for _ in range(sequential):
-        t = time.perf_counter()
-        frame = await op.invoke(c.node_id, "system.which", WHICH)
-        c.figures.rt.append(time.perf_counter() - t)
-        c.figures.rt_errors += not frame.get("ok")
+        for c in contenders:
+            t = time.perf_counter()
+            frame = await op.invoke(c.node_id, "system.which", WHICH)
+            c.figures.rt.append(time.perf_counter() - t)
+            c.figures.rt_errors += not frame.get("ok")
+
+
+async def measure_throughput(op: Operator, c: Contender, total: int, concurrency: int) -> None:
     remaining = total
 
     async def worker() -> None:
@@ -299,8 +307,9 @@ async def run(args: argparse.Namespace) -> None:
                 f"idle: {[(c.label, c.figures.idle_rss, c.figures.idle_cpu) for c in (ours, theirs)]}",
                 file=sys.stderr,
             )
+            await measure_round_trips(op, [ours, theirs], args.invokes)
             for c in (ours, theirs):
-                await measure_invokes(op, c, args.invokes, args.concurrent_total, 50)
+                await measure_throughput(op, c, args.concurrent_total, 50)
                 print(
                     f"{c.label} p50 {statistics.median(c.figures.rt) * 1000:.2f} ms, {c.figures.tput:.0f}/s",
                     file=sys.stderr,
