@@ -11,7 +11,6 @@ reaped, and the restarted node neither adopts nor re-runs it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ import pytest
 
 from edgeclaw.capabilities.gpio.simctl import sim_request
 from tests.support.gateway import Gateway, Operator, invoke_payload, wait_for
+from tests.support.node import child_pids
 
 PRESSES = 20
 SLEEP_S = 5
@@ -30,14 +30,6 @@ FULL = {"version": 1, "defaults": {"security": "full", "ask": "off"}, "agents": 
 PINS = {
     "button": {"pin": 22, "kind": "button", "bounce_time": 0, "on_edge": "agent", "message": "press {seq}"}
 }
-
-
-def children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that forked it
-        with contextlib.suppress(OSError):
-            kids += [int(x) for x in (task / "children").read_text().split()]
-    return kids
 
 
 def cmdline(pid: int) -> list[str]:
@@ -102,7 +94,7 @@ async def test_sigkill_mid_invoke_restart_reuses_token_and_delivers_the_spool(
         )
         sleeper = await asyncio.to_thread(
             wait_for,
-            lambda: [p for p in children(node.pid) if cmdline(p) == ["sleep", str(SLEEP_S)]],
+            lambda: [p for p in child_pids(node.pid) if cmdline(p) == ["sleep", str(SLEEP_S)]],
             10,
             0.02,
             "the invoke's process",
@@ -185,7 +177,7 @@ async def test_sigkill_mid_invoke_restart_reuses_token_and_delivers_the_spool(
 
     # the killed invoke's process: not re-run, not adopted; it ends by itself and is reaped
     assert "invoke system.run" not in after
-    assert not [p for p in children(node.pid) if cmdline(p) == ["sleep", str(SLEEP_S)]]
+    assert not [p for p in child_pids(node.pid) if cmdline(p) == ["sleep", str(SLEEP_S)]]
     await asyncio.wait_for(orphan_watch, SLEEP_S + 20)
     assert proc_state(sleeper_pid) is None, "the killed invoke's process is still there (or a zombie)"
     orphan_s = orphan_gone_at[0] - killed_at

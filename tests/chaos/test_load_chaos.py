@@ -13,17 +13,16 @@ the fork moved to a worker thread — this test holds the node to the issue's 20
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.gateway import Gateway, Operator, free_port, invoke_payload
+from tests.support.node import child_pids
 
 IN_FLIGHT = int(os.environ.get("EDGECLAW_CHAOS_IN_FLIGHT", "200"))
 LOAD_S = float(os.environ.get("EDGECLAW_CHAOS_LOAD_S", "40"))  # > one tick interval (30 s)
@@ -137,7 +136,7 @@ async def test_200_concurrent_system_runs_keep_the_loop_responsive_and_ticks_flo
                 if st.get("last_tick_at") and st["last_tick_at"] != seen:
                     seen = st["last_tick_at"]
                     ticks.append(seen)
-                peak_in_flight = max(peak_in_flight, len(list(_shell_children(node.pid))))
+                peak_in_flight = max(peak_in_flight, len(list(child_pids(node.pid))))
                 await asyncio.sleep(0.5)
 
         watcher = asyncio.ensure_future(watch())
@@ -173,12 +172,3 @@ async def test_200_concurrent_system_runs_keep_the_loop_responsive_and_ticks_flo
     assert max(tick_gaps) <= 30 + 5, tick_gaps
     assert status["reconnects"] == reconnects0 and status["since"] == since0, status
     assert "closing with 4000" not in node.log()[log_offset:]
-
-
-def _shell_children(pid: int) -> list[int]:
-    """The node's direct children (each system.run is one process group led by a child)."""
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that forked it
-        with contextlib.suppress(OSError):
-            kids += [int(x) for x in (task / "children").read_text().split()]
-    return kids

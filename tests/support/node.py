@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -166,3 +167,12 @@ def wait_connected(node: NodeProcess, timeout: float = 60.0) -> None:
     if node._dead():
         raise AssertionError(f"node died:\n{node.log()[-3000:]}")
     _ = t0
+
+
+def child_pids(pid: int) -> list[int]:
+    """A process's direct children (from every thread: a child belongs to the thread that forked it)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(x) for x in (task / "children").read_text().split()]
+    return kids

@@ -21,14 +21,6 @@ from tests.unit.nodeharness import running_node
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def gw() -> Any:
-    gateway = FakeGateway()
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
-
-
 async def _connected(node: Any) -> None:
     """The gateway has sent hello-ok; give the node a moment to take it in."""
     for _ in range(100):

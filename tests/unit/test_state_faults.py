@@ -20,14 +20,6 @@ from tests.unit.nodeharness import running_node
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def gw() -> Any:
-    gateway = FakeGateway()
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
-
-
 async def _until(predicate: Any, timeout: float = 10.0) -> None:
     for _ in range(int(timeout / 0.02)):
         if predicate():
