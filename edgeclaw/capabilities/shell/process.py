@@ -174,7 +174,7 @@ def _abandon(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
             pipe.close()
 
 
-async def kill_group(proc: Any, pgid: int, grace: float) -> None:
+async def kill_group(proc: _Child, pgid: int, grace: float) -> None:
     """SIGTERM the group, SIGKILL whatever is left after `grace`, reap the leader. Safe to call twice."""
     _signal_group(pgid, signal.SIGTERM)
     loop = asyncio.get_running_loop()
