@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
-from nacl.exceptions import BadSignatureError
-from nacl.signing import SigningKey, VerifyKey
+from edgeclaw.protocol import ed25519
 
 
 def b64url(data: bytes) -> str:
@@ -66,25 +66,22 @@ def signature_payload_v3(
 class DeviceIdentity:
     """The node's Ed25519 key; losing or replacing it orphans the gateway pairing."""
 
-    signing_key: SigningKey
+    seed: bytes = field(repr=False)
+    public_key: bytes = field(init=False)
+    _secret_key: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        public_key, secret_key = ed25519.keypair_from_seed(self.seed)
+        object.__setattr__(self, "public_key", public_key)
+        object.__setattr__(self, "_secret_key", secret_key)
 
     @classmethod
     def generate(cls) -> DeviceIdentity:
-        return cls(SigningKey.generate())
+        return cls(os.urandom(ed25519.SEED_BYTES))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> DeviceIdentity:
-        if len(seed) != 32:
-            raise ValueError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
-        return cls(SigningKey(seed))
-
-    @property
-    def seed(self) -> bytes:
-        return bytes(self.signing_key)
-
-    @property
-    def public_key(self) -> bytes:
-        return bytes(self.signing_key.verify_key)
+        return cls(seed)
 
     @property
     def public_key_b64url(self) -> str:
@@ -95,12 +92,12 @@ class DeviceIdentity:
         return device_id_for(self.public_key)
 
     def sign(self, payload: str) -> str:
-        return b64url(self.signing_key.sign(payload.encode("utf-8")).signature)
+        return b64url(ed25519.sign(payload.encode("utf-8"), self._secret_key))
 
 
 def verify_signature(public_key_b64: str, payload: str, signature_b64: str) -> bool:
     try:
-        VerifyKey(b64url_decode(public_key_b64)).verify(payload.encode("utf-8"), b64url_decode(signature_b64))
-    except (BadSignatureError, ValueError):
+        public_key, signature = b64url_decode(public_key_b64), b64url_decode(signature_b64)
+    except ValueError:
         return False
-    return True
+    return ed25519.verify(signature, payload.encode("utf-8"), public_key)

@@ -42,7 +42,7 @@ def test_daemon_import_leaves_unused_stdlib_shell_runner_and_gpio_unloaded() -> 
         "assert set(load_capability_modules()) == {'system', 'shell', 'camera', 'gpio', 'device'}\n"
         "names = ['importlib.metadata', 'urllib.request', 'email.message', 'http.client', 'zipfile', 'bz2', 'lzma',\n"
         "         'edgeclaw.capabilities.shell.run', 'edgeclaw.capabilities.gpio.capability',\n"
-        "         'websockets.asyncio.client']\n"
+        "         'nacl.bindings', 'nacl.signing', 'edgeclaw.protocol.identity', 'websockets.asyncio.client']\n"
         "print(json.dumps({n: is_loaded(n) for n in names}))\n"
     )
     assert got == {
@@ -55,6 +55,9 @@ def test_daemon_import_leaves_unused_stdlib_shell_runner_and_gpio_unloaded() -> 
         "lzma": False,
         "edgeclaw.capabilities.shell.run": False,
         "edgeclaw.capabilities.gpio.capability": False,  # GPIO is off unless configured
+        "nacl.bindings": False,  # Ed25519 goes straight to libsodium (edgeclaw/protocol/ed25519.py)
+        "nacl.signing": False,
+        "edgeclaw.protocol.identity": True,
         "websockets.asyncio.client": True,
     }
 
