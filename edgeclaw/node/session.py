@@ -121,7 +121,8 @@ class Session:
         """Next valid frame, or None when a bad one was skipped."""
         assert self.ws is not None
         try:
-            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: that wraps recv() in a new Task per frame
+                raw = await self.ws.recv()
         except TimeoutError:
             raise
         except ConnectionClosed as exc:
@@ -254,7 +255,8 @@ class Session:
         self._pending[rid] = future
         try:
             await self.send_json(frames.encode_request(rid, method, params))
-            response = await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                response = await future
         finally:
             self._pending.pop(rid, None)
         if not response.ok:
