@@ -4,13 +4,13 @@ a global and per-capability concurrency limit with bounded queues, and a coded r
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edgeclaw.capabilities.base import Capability, Handler, InvokeContext, InvokeError
+from edgeclaw.node.recentids import RecentIds
 from edgeclaw.platform import events
 from edgeclaw.platform.events import EventBus
 
@@ -66,7 +66,7 @@ class Dispatcher:
         self._handlers: dict[str, tuple[Handler, Capability]] = {}
         self._cap_limits: dict[str, _Limiter] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._seen = RecentIds(4096)
         self.accepting = True
         self.invoke_count = 0
         self.last_invoke_at: float | None = None
@@ -103,12 +103,9 @@ class Dispatcher:
             log.warning("ignoring node.invoke.request without an id")
             return
         invoke_id: str = payload["id"]
-        if invoke_id in self._seen:
+        if not self._seen.add(invoke_id):
             log.info("ignoring repeated node.invoke.request %s", invoke_id)
             return
-        self._seen[invoke_id] = None
-        while len(self._seen) > 4096:
-            self._seen.popitem(last=False)
         command = payload.get("command")
         task = asyncio.get_running_loop().create_task(
             self._run(invoke_id, command, payload), name=f"invoke:{invoke_id}"
