@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edgeclaw.protocol.frames import GatewayError
@@ -134,7 +134,6 @@ class HelloOk:
     auth_method: str | None
     max_payload: int
     tick_interval_ms: int
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @classmethod
     def from_payload(cls, payload: Any) -> HelloOk:
@@ -157,8 +156,7 @@ class HelloOk:
             if isinstance(max_payload, int) and max_payload > 0
             else 25 * 1024 * 1024,
             tick_interval_ms=int(tick) if isinstance(tick, int) and tick > 0 else 30_000,
-            raw=payload,
-        )
+        )  # not the payload itself: its snapshot (presence, health; ~15 kB of JSON) is of no use to a node
 
 
 def _obj(value: Any) -> dict[str, Any]:
