@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import random
@@ -217,9 +218,16 @@ class NodeRunner:
         self._publish_status(force=True)
         try:
             while not self._stop.is_set():
+                served = self.status.reconnects
                 delay = await self._attempt_unless_stopped()
                 if delay is None or self._stop.is_set():
                     break
+                if self.status.reconnects != served:
+                    # A finished connection is a graph of cycles (websockets' connection and protocol,
+                    # transports, exceptions and their frames) that only a full collection frees, and
+                    # that comes after hundreds of reconnects: the garbage, and the heap, would grow
+                    # until then. Collected here, its memory is reused by the next connection.
+                    gc.collect()
                 await self._sleep(delay)
         finally:
             await self._cancel_session_tasks()

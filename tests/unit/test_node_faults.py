@@ -4,6 +4,7 @@ reconnects. The real NodeRunner, Session and Dispatcher run; only the gateway is
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import ssl
@@ -15,6 +16,7 @@ import pytest
 
 from edgeclaw.capabilities.base import Capability, CapabilityManifest, Handler, InvokeContext
 from edgeclaw.node.runner import EX_NOPERM, FatalError
+from edgeclaw.node.session import Session
 from tests.support.fakegateway import FakeGateway
 from tests.unit.nodeharness import running_node
 
@@ -440,3 +442,23 @@ async def test_stop_while_connecting_to_a_silent_gateway_is_immediate(
         task = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith("NodeRunner.run"))
         await asyncio.wait_for(task, 2)
         assert loop.time() - t0 < 1.5
+
+
+async def test_a_finished_connection_is_freed_when_the_node_reconnects(tmp_path: Path, gw: FakeGateway) -> None:
+    """A closed connection is a graph of reference cycles; left to Python's automatic collector it stays
+    in memory for hundreds of reconnects. Automatic collection is off here: only the node's own frees it."""
+    async with running_node(tmp_path, gw, gateway={"backoff_initial_s": 0.01, "backoff_max_s": 0.02}):
+        await gw.wait_hello(1)
+        gc.collect()
+        gc.disable()
+        try:
+            for n in range(2, 22):
+                live = gw.live
+                assert live is not None
+                await live.close()
+                await gw.wait_hello(n, timeout=10)
+            await _which_works(gw)
+            sessions = sum(1 for o in gc.get_objects() if isinstance(o, Session))
+        finally:
+            gc.enable()
+    assert sessions <= 2, f"{sessions} Session objects alive after 20 reconnects"
