@@ -259,6 +259,8 @@ class Session:
                 response = await future
         finally:
             self._pending.pop(rid, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # a send that failed first leaves it failed and unawaited: not an error
         if not response.ok:
             raise RequestFailed(response.error or GatewayError("UNKNOWN", "request failed"))
         return response.payload
