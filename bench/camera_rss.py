@@ -48,7 +48,12 @@ async def snaps(gw: Gateway, node_id: str, n: int, max_width: int, quality: floa
     started = time.monotonic()
     async with Operator(gw) as op:
         for _ in range(n):
-            frame = await op.invoke(node_id, "camera.snap", {"maxWidth": max_width, "quality": quality, "delayMs": 0}, timeout_ms=30000)
+            frame = await op.invoke(
+                node_id,
+                "camera.snap",
+                {"maxWidth": max_width, "quality": quality, "delayMs": 0},
+                timeout_ms=30000,
+            )
             total += len(invoke_payload(frame)["base64"])
     return total, time.monotonic() - started
 
@@ -61,10 +66,20 @@ def main() -> int:
     args = ap.parse_args()
     if not only_loopback():
         cmd = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
-        return subprocess.call([
-            "unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
-            'ip link set lo up && mount -t tmpfs -o mode=1777 tmpfs /tmp && exec "$@"', "sh", *cmd,
-        ])
+        return subprocess.call(
+            [
+                "unshare",
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                'ip link set lo up && mount -t tmpfs -o mode=1777 tmpfs /tmp && exec "$@"',
+                "sh",
+                *cmd,
+            ]
+        )
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is not installed (scripts/install-test-deps.sh)", file=sys.stderr)
         return 2
@@ -74,15 +89,23 @@ def main() -> int:
     node: NodeProcess | None = None
     try:
         gw.start()
-        node = NodeProcess(base / "node", gw, name="bench-cam", extra={"camera": {"enabled": True}, "log": {"level": "info"}})
-        code = gw.call("device.pair.setupCode", {"bootstrapProfile": "node", "publicUrl": gw.url, "includeQr": False})
+        node = NodeProcess(
+            base / "node", gw, name="bench-cam", extra={"camera": {"enabled": True}, "log": {"level": "info"}}
+        )
+        code = gw.call(
+            "device.pair.setupCode", {"bootstrapProfile": "node", "publicUrl": gw.url, "includeQr": False}
+        )
         (node.base / "setup-code").write_text(code["setupCode"])
         (node.base / "setup-code").chmod(0o600)
         node.config["gateway"]["setup_code_file"] = str(node.base / "setup-code")
         node.write_config()
         node.start()
         try:
-            wait_for(lambda: node.live_status().get("pairing") == "approved" or node._dead(), 90, what="paired node")
+            wait_for(
+                lambda: node.live_status().get("pairing") == "approved" or node._dead(),
+                90,
+                what="paired node",
+            )
         except TimeoutError:
             print(node.log()[-3000:], file=sys.stderr)
             raise
@@ -93,14 +116,18 @@ def main() -> int:
         total, secs = asyncio.run(snaps(gw, node_id, args.snaps, args.max_width, args.quality))
         rows.append((f"after {args.snaps} more snaps", settle_rss(node.pid)))
         before = rows[0][1]
-        print(f"camera.snap RSS benchmark: {args.snaps} snaps at maxWidth {args.max_width} quality {args.quality}, simulated camera, "
-              f"real gateway; {total / args.snaps / 1e3:.0f} kB base64 a snap, {secs / args.snaps * 1000:.0f} ms a snap")
+        print(
+            f"camera.snap RSS benchmark: {args.snaps} snaps at maxWidth {args.max_width} quality {args.quality}, simulated camera, "
+            f"real gateway; {total / args.snaps / 1e3:.0f} kB base64 a snap, {secs / args.snaps * 1000:.0f} ms a snap"
+        )
         print(f"{'phase':<28} {'RSS MB':>8} {'Δ MB':>7}")
         for label, kb in rows:
             print(f"{label:<28} {kb / 1024:8.2f} {(kb - before) / 1024:+7.2f}")
         delta = (rows[-1][1] - before) / 1024
         ok = delta <= LIMIT_MB
-        print(f"result: {'PASS' if ok else 'FAIL'} (after {args.snaps} snaps {delta:+.2f} MB vs before; limit {LIMIT_MB} MB)")
+        print(
+            f"result: {'PASS' if ok else 'FAIL'} (after {args.snaps} snaps {delta:+.2f} MB vs before; limit {LIMIT_MB} MB)"
+        )
         return 0 if ok else 1
     finally:
         if node is not None:

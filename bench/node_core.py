@@ -48,8 +48,12 @@ def main() -> None:
     node = NodeProcess(base / "node", gw, name="bench-node")
     node.config["log"]["level"] = "info"
     code_file = node.base / "setup-code"
-    code_file.write_text(gw.call("device.pair.setupCode", {"bootstrapProfile": "node", "publicUrl": gw.url,
-                                                           "includeQr": False, "joinUrl": True})["setupCode"])
+    code_file.write_text(
+        gw.call(
+            "device.pair.setupCode",
+            {"bootstrapProfile": "node", "publicUrl": gw.url, "includeQr": False, "joinUrl": True},
+        )["setupCode"]
+    )
     node.config["gateway"]["setup_code_file"] = str(code_file)
     node.write_config()
     try:
@@ -73,8 +77,10 @@ def main() -> None:
         print(f"\nEdgeClaw node core — {machine()}; gateway openclaw 2026.9.6 on loopback\n")
         print("| figure | EdgeClaw | target |")
         print("|---|---|---|")
-        print(f"| start → hello-ok, already paired (median of {len(starts)}) | {statistics.median(starts):.3f} s "
-              f"(min {min(starts):.3f}, max {max(starts):.3f}) | ≤ 0.5 s |")
+        print(
+            f"| start → hello-ok, already paired (median of {len(starts)}) | {statistics.median(starts):.3f} s "
+            f"(min {min(starts):.3f}, max {max(starts):.3f}) | ≤ 0.5 s |"
+        )
         print(f"| idle RSS after {args.idle:.0f} s connected | {rss:.1f} MB | ≤ 30 MB |")
         print(f"| idle CPU over {args.idle:.0f} s | {cpu:.2f} % of a core | — |")
     finally:

@@ -444,7 +444,9 @@ async def test_stop_while_connecting_to_a_silent_gateway_is_immediate(
         assert loop.time() - t0 < 1.5
 
 
-async def test_a_finished_connection_is_freed_when_the_node_reconnects(tmp_path: Path, gw: FakeGateway) -> None:
+async def test_a_finished_connection_is_freed_when_the_node_reconnects(
+    tmp_path: Path, gw: FakeGateway
+) -> None:
     """A closed connection is a graph of reference cycles; left to Python's automatic collector it stays
     in memory for hundreds of reconnects. Automatic collection is off here: only the node's own frees it."""
     async with running_node(tmp_path, gw, gateway={"backoff_initial_s": 0.01, "backoff_max_s": 0.02}):
