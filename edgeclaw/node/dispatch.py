@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from edgeclaw.capabilities.base import Capability, Handler, InvokeContext, InvokeError
@@ -146,7 +147,9 @@ class Dispatcher:
         name = command if isinstance(command, str) else "?"
         self.invoke_count += 1
         self.last_invoke_at = loop.time()
-        self.bus.emit(events.INVOKE_START, command=name, invoke_id=invoke_id)
+        # bookkeeping (metrics, telemetry, status) runs on the next loop turn, in order, so that it is
+        # not between the gateway's request and the node's answer
+        loop.call_soon(partial(self.bus.emit, events.INVOKE_START, command=name, invoke_id=invoke_id))
         outcome, code = "ok", None
         result: dict[str, Any]
         try:
@@ -177,13 +180,16 @@ class Dispatcher:
                 "ok": False,
                 "error": {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"},
             }
-        self.bus.emit(
-            events.INVOKE_STOP,
-            command=name,
-            invoke_id=invoke_id,
-            duration_s=loop.time() - started,
-            outcome=outcome,
-            code=code,
+        loop.call_soon(
+            partial(
+                self.bus.emit,
+                events.INVOKE_STOP,
+                command=name,
+                invoke_id=invoke_id,
+                duration_s=loop.time() - started,
+                outcome=outcome,
+                code=code,
+            )
         )
         params = {"id": invoke_id, "nodeId": self.node_id, **result}
         try:
