@@ -53,6 +53,7 @@ FAST_PROBE_INTERVAL_S = 0.25
 FAST_PROBE_WINDOW_S = 120.0
 SURFACE_RECHECK_S = 30.0
 STATE_RETRY_S = 10.0  # an unsaved device token is written again this often
+INVOKE_STATUS_INTERVAL_S = 2.0  # invoke counts reach STATUS= and status.json at most this often
 STATE_WRITE_FAILED = "STATE_WRITE_FAILED"
 
 
@@ -110,6 +111,8 @@ class NodeRunner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_tasks: set[asyncio.Task[Any]] = set()
         self._fast_probe_until = 0.0
+        self._invoke_status_stale = False
+        self._invoke_status_timer: asyncio.TimerHandle | None = None
         self._attempt = 0
         self._logged_request_ids: set[str] = set()
         self._bootstrap_token: str | None = None
@@ -753,7 +756,21 @@ class NodeRunner:
         if name == events.INVOKE_STOP:
             self.status.invokes = self.dispatcher.invoke_count
             self.status.last_invoke_at = time.time()
-            self._publish_status()
+            self._invoke_status_stale = True
+            if self._invoke_status_timer is None:
+                self._flush_invoke_status()
+
+    def _flush_invoke_status(self) -> None:
+        """The first invoke after a quiet spell shows at once, a busy stretch at most every
+        INVOKE_STATUS_INTERVAL_S, and its last count always: not one STATUS= datagram to PID 1 (and one
+        status.json rewrite) per invoke."""
+        self._invoke_status_timer = None
+        if self._invoke_status_stale:
+            self._invoke_status_stale = False
+            self._publish_status(force=True)
+            self._invoke_status_timer = asyncio.get_running_loop().call_later(
+                INVOKE_STATUS_INTERVAL_S, self._flush_invoke_status
+            )
 
     def _save_pairing(self) -> None:
         try:
