@@ -207,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     defer(*UNUSED_BY_THE_NODE)  # before argparse: it imports shutil, which imports bz2 and lzma
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # not held: `run` would keep the parser for months
     args.config_path = resolve_config_path(getattr(args, "config_sub", None) or args.config_opt)
     return int(args.func(args))
 
