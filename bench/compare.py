@@ -215,7 +215,7 @@ async def leak_run(
                     await poll(partial(_more, proxy, seen), 30, "node reconnected", interval=0.01)
 
             # warm-up: first-time imports and pools, and the node's duplicate-invoke filter, which keeps the
-            # last 4,096 invoke ids by design (≈ 0.8 MB when full) — growth is measured from its steady state
+            # last 2,048–4,096 invoke ids by design (≈ 0.38 MB when full) — growth is measured from its steady state
             await cycle(max(5, reconnects // 20))
             for _ in range(warmup // 50):
                 await asyncio.gather(*(op.invoke(node.node_id, "system.which", WHICH) for _ in range(50)))
