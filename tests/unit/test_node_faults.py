@@ -464,3 +464,25 @@ async def test_a_finished_connection_is_freed_when_the_node_reconnects(
         finally:
             gc.enable()
     assert sessions <= 2, f"{sessions} Session objects alive after 20 reconnects"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"title": "t", "priority": ["active"]},  # unhashable: found by the chaos fuzz test
+        {"title": "t", "priority": {"a": 1}},
+        {"title": "t", "priority": 3},
+        {"title": "t", "priority": "loud"},
+        {"title": ["t"]},
+        {},
+    ],
+)
+async def test_system_notify_refuses_bad_params_with_a_code(
+    tmp_path: Path, gw: FakeGateway, params: dict[str, Any]
+) -> None:
+    async with running_node(tmp_path, gw):
+        await gw.wait_hello(1)
+        result = await gw.result_for(await gw.invoke("system.notify", params))
+        assert not result["ok"] and result["error"]["code"] == "INVALID_REQUEST", result
+        ok = await gw.result_for(await gw.invoke("system.notify", {"title": "t", "priority": "passive"}))
+        assert ok["ok"], ok

@@ -26,7 +26,7 @@ async def handle_notify(ctx: InvokeContext, config: Config) -> dict[str, Any]:
     if not (title or "").strip() and not (body or "").strip():
         raise InvokeError("INVALID_REQUEST", "a notification needs a title or a body")
     priority = ctx.params.get("priority") or "active"
-    if priority not in _PRIORITY_LEVEL:
+    if not isinstance(priority, str) or priority not in _PRIORITY_LEVEL:  # a list or dict is unhashable
         raise InvokeError("INVALID_REQUEST", "priority must be passive, active or timeSensitive")
     text = " — ".join(p for p in (title, body) if p)
     log.log(_PRIORITY_LEVEL[priority], "notification [%s]: %s", priority, text)
