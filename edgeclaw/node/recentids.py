@@ -3,8 +3,8 @@
 Two generations of sets of the ids' hashes instead of an ordered dict of the id strings: the window holds
 between `capacity / 2` and `capacity` ids, forgetting the older half at once, and costs half the memory
 (0.38 MB instead of 0.8 MB for 4,096 ids: no id strings, no linked list), with no large table rebuilt
-in place as ids churn through it. A repeat
-can only arrive within the invoke's deadline, so the window only has to outlast that under load.
+in place as ids churn through it. A repeat can only arrive within the invoke's deadline, so the window
+only has to outlast that under load.
 Two different ids are taken for the same one with odds of about 2^-64 per pair (64-bit string hash).
 """
 
@@ -23,14 +23,16 @@ class RecentIds:
         return len(self._current) + len(self._previous)
 
     def __contains__(self, item: str) -> bool:
-        key = hash(item)
+        return self._seen(hash(item))
+
+    def _seen(self, key: int) -> bool:
         return key in self._current or key in self._previous
 
     def add(self, item: str) -> bool:
         """Record `item`; False when it was already recorded (a repeat)."""
-        if item in self:
-            return False
         key = hash(item)
+        if self._seen(key):
+            return False
         if len(self._current) >= self._generation_size:
             self._previous, self._current = self._current, set()
         self._current.add(key)
