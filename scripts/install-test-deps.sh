@@ -3,6 +3,7 @@
 # debootstrap, image tools) and a Python venv with the project's dependencies, cached by pyproject.toml.
 # Prints the venv's directory on its last line.
 set -euo pipefail
+. "$(dirname "$0")/retry.sh"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE_ROOT="${EDGECLAW_CACHE:-$HOME/.cache/edgeclaw}"
 mkdir -p "$CACHE_ROOT"
@@ -19,8 +20,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  retry apt-get update -qq >&2
+  retry apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
 key=$( (cat "$ROOT/pyproject.toml"; python3 --version) | sha256sum | cut -c1-16)
@@ -36,7 +37,8 @@ doc = tomllib.load(open(sys.argv[1], "rb"))["project"]
 print("\n".join(doc["dependencies"] + doc["optional-dependencies"]["test"]))
 PY
 )
-  echo "$deps" | xargs -d '\n' "$VENV/bin/pip" install -q >&2
+  mapfile -t dep_list <<<"$deps"
+  retry "$VENV/bin/pip" install -q "${dep_list[@]}" >&2
   touch "$VENV/.complete"
 fi
 echo "$VENV"

@@ -6,6 +6,7 @@
 # a finished build has a .complete marker and is never written again (tests boot an overlayfs copy).
 # About 55 s and 290 MB cold; a no-op when cached.
 set -euo pipefail
+. "$(dirname "$0")/retry.sh"
 SUITE="${EDGECLAW_ROOTFS_SUITE:-bookworm}"
 MIRROR="${EDGECLAW_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES=(systemd systemd-sysv dbus procps python3 python3-venv)
@@ -30,7 +31,8 @@ TMP="$DIR.tmp"
 rm -rf "$TMP"
 echo "building $SUITE rootfs (minbase + ${PACKAGES[*]}) in $DIR" >&2
 include=$(IFS=,; echo "${PACKAGES[*]}")
-debootstrap --variant=minbase --include="$include" "$SUITE" "$TMP" "$MIRROR" >&2 \
+fresh_debootstrap() { rm -rf "$TMP"; debootstrap --variant=minbase --include="$include" "$SUITE" "$TMP" "$MIRROR" >&2; }
+retry fresh_debootstrap \
   || { echo "rootfs.sh: debootstrap failed; see $TMP/debootstrap/debootstrap.log" >&2; exit 1; }
 # a booted copy generates its own machine id; no package caches kept
 : >"$TMP/etc/machine-id"
