@@ -71,6 +71,7 @@ def _journal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
         "hi\u2028<0>forged after a Unicode line separator",
         "hi\x1b[2J\x1b[31mscreen cleared",  # ANSI escapes for whoever reads the journal on a terminal
         "hi\x85<0>next-line control",
+        "hi\u202egnp.exe",  # right-to-left override: the reader sees other text than was sent
     ],
 )
 async def test_notify_text_reaches_the_journal_as_one_escaped_entry(
@@ -86,7 +87,7 @@ async def test_notify_text_reaches_the_journal_as_one_escaped_entry(
     line = lines[0]
     assert line.startswith("<6>edgeclaw.notify: notification [passive]: hi")
     assert line.isprintable(), repr(line)
-    assert "\u2028" not in line and "\x1b" not in line
+    assert not {"\u2028", "\x1b", "\u202e", "\x85"} & set(line)
     assert line.endswith("tail")
 
 
@@ -97,20 +98,22 @@ async def test_notify_plain_text_is_logged_unchanged(
     caplog.set_level(logging.INFO, logger="edgeclaw.notify")
     async with running_node(tmp_path, gw):
         await gw.wait_hello(1)
-        result = await _notify(gw, {"title": 'Tür "offen" 🚪', "body": "5 °C\tkalt"})
+        result = await _notify(gw, {"title": 'Tür "offen" 🚪 👩\u200d🔧', "body": "5\u00a0°C\tkalt"})
     assert result["ok"], result
     assert _journal_lines(caplog) == [
-        '<4>edgeclaw.notify: notification [active]: Tür "offen" 🚪 — 5 °C\\tkalt'
+        '<4>edgeclaw.notify: notification [active]: Tür "offen" 🚪 👩\u200d🔧 — 5\u00a0°C\\tkalt'
     ]
 
 
 async def test_notify_nul_is_a_coded_error_with_a_hook(tmp_path: Path, gw: FakeGateway) -> None:
-    """A NUL cannot go into the hook's environment: INVALID_REQUEST, not INTERNAL_ERROR, node serving."""
+    """A NUL or a lone surrogate cannot go into the hook's environment: INVALID_REQUEST, not
+    INTERNAL_ERROR, and the node keeps serving."""
     marker = tmp_path / "hook-ran"
     hook = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write('x')", str(marker)]
     async with running_node(tmp_path, gw, system={"notify_hook": hook}):
         await gw.wait_hello(1)
-        for params in ({"title": "a\x00b"}, {"title": "t", "body": "MESSAGE=x\x00PRIORITY=0"}):
+        bad = ({"title": "a\x00b"}, {"title": "t", "body": "MESSAGE=x\x00PRIORITY=0"}, {"title": "\ud800"})
+        for params in bad:
             result = await _notify(gw, params)
             assert not result["ok"] and result["error"]["code"] == "INVALID_REQUEST", result
         assert not marker.exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from edgeclaw.capabilities.base import InvokeContext, InvokeError
@@ -23,8 +22,14 @@ _PRIORITY_LEVEL = {"passive": logging.INFO, "active": logging.WARNING, "timeSens
 HOOK_ENV_KEYS = ("PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR")
 HOOK_ENV_PREFIXES = ("LC_",)
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# Unicode's own line breaks and the bidi controls that reorder what a reader of the journal sees
+# Beyond C0/DEL/C1 and lone surrogates: Unicode's own line breaks and the bidi controls that reorder
+# what a reader of the journal sees. (Explicit, not unicodedata: that module costs the node RSS.)
 _ALSO_ESCAPED = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _needs_escape(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF or ch in _ALSO_ESCAPED
 
 
 async def handle_notify(ctx: InvokeContext, config: Config) -> dict[str, Any]:
@@ -32,8 +37,8 @@ async def handle_notify(ctx: InvokeContext, config: Config) -> dict[str, Any]:
     for name, value in (("title", title), ("body", body)):
         if value is not None and not isinstance(value, str):
             raise InvokeError("INVALID_REQUEST", f"{name} must be a string")
-        if value and "\x00" in value:  # cannot reach the hook's environment; never meant as text
-            raise InvokeError("INVALID_REQUEST", f"{name} must not contain NUL")
+        if value and not _is_env_safe(value):  # could not reach the hook's environment
+            raise InvokeError("INVALID_REQUEST", f"{name} must be text without NUL or lone surrogates")
     if not (title or "").strip() and not (body or "").strip():
         raise InvokeError("INVALID_REQUEST", "a notification needs a title or a body")
     priority = ctx.params.get("priority") or "active"
@@ -46,6 +51,16 @@ async def handle_notify(ctx: InvokeContext, config: Config) -> dict[str, Any]:
     return {"ok": True}
 
 
+def _is_env_safe(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON "\\ud800" escape
+        return False
+    return True
+
+
 def escape_for_journal(text: str) -> str:
     """Agent text as one printable line: journald starts a new entry (with its own `<prio>` prefix) at
     every line break, and a terminal running `journalctl` obeys ANSI escapes; so controls are shown as
@@ -56,7 +71,7 @@ def escape_for_journal(text: str) -> str:
     for ch in text:
         if ch in _NAMED_ESCAPES:
             out.append(_NAMED_ESCAPES[ch])
-        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _ALSO_ESCAPED:
+        elif _needs_escape(ch):
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
