@@ -143,6 +143,15 @@ async def test_pair_declares_the_surface_but_serves_no_command(
     assert code == 0, out
     assert "paired and approved" in out
     assert not marker.exists()
+    # what root wrote is config, runtime status, or in the state dir that the unit's ExecStartPre
+    # (systemd-tmpfiles `Z`) hands to the service user; nothing else (no exec-approvals seeded as root)
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    stray = {p for p in written if p.parts[0] not in ("state", "run")} - {
+        Path("config.yaml"),
+        Path("gw.token"),
+    }
+    assert not stray, stray
+    assert not (tmp_path / "state" / "exec-approvals.json").exists()
 
 
 def _setup_code(url: str, token: str = "boot-strap-secret-7e57") -> str:
