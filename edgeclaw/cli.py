@@ -181,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--display-name")
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--token-file", help="file holding the gateway's shared token")
-    auth.add_argument("--setup-code", help="an oc-pair:// setup code from the gateway")
+    auth.add_argument(
+        "--setup-code-file",
+        help="file holding an oc-pair:// setup code (kept out of argv; removed once used)",
+    )
+    auth.add_argument("--setup-code", help="an oc-pair:// setup code (visible to all users: prefer the file)")
     p.add_argument("--state-dir")
     p.add_argument("--runtime-dir")
     p.add_argument("--hardware", choices=["auto", "simulated"])

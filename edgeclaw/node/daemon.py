@@ -34,9 +34,10 @@ DRAIN_TIMEOUT_S = 20.0
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: str | None) -> None:
+    def __init__(self, config: Config, config_path: str | None, *, serve: bool = True) -> None:
         self.config = config
         self.config_path = config_path
+        self.serve = serve  # False for `edgeclaw pair`: declare the commands, run none (see paironly)
         self.bus = EventBus()
         self.state = StateDir(config.state_dir)
         self.notifier = Notifier()
@@ -118,6 +119,10 @@ class Daemon:
             elif enabled:
                 try:
                     cap = module.create(section, self.runner)
+                    if not self.serve:
+                        from edgeclaw.node.paironly import DeclareOnly
+
+                        cap = DeclareOnly(cap)
                     await cap.start()
                 except Exception as exc:
                     log.error("capability %s failed to start and is left out: %s", key, exc)

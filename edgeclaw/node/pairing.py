@@ -1,5 +1,8 @@
 """`edgeclaw pair`: create the identity, write the config, connect, and walk the user through both
-approvals (device, then command surface), printing the exact operator commands."""
+approvals (device, then command surface), printing the exact operator commands.
+
+It pairs and exits: the node's commands are declared (that is what the operator approves) but none is
+served (see paironly), because `pair` usually runs as root."""
 
 from __future__ import annotations
 
@@ -65,11 +68,34 @@ def write_pair_config(
     write_atomic(path, yaml.safe_dump(doc, sort_keys=False), mode=0o644)
 
 
-async def _pair(config: Config, config_path: str, wait: float, out: Any) -> int:
+ARGV_CODE_WARNING = (
+    "edgeclaw pair: warning: --setup-code puts the single-use code on the command line, where every "
+    "local user can read it (/proc/<pid>/cmdline) and shell history keeps it; prefer "
+    "--setup-code-file FILE (read, then removed once the gateway has taken it)"
+)
+
+
+def read_setup_code_file(path: str) -> str:
+    """The code from `--setup-code-file`, checked; ValueError/OSError name the option and the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--setup-code-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not text:
+        raise ValueError(f"--setup-code-file {path}: the file is empty")
+    try:
+        parse_setup_code(text)
+    except ValueError as exc:
+        raise ValueError(f"--setup-code-file {path}: {exc}") from None
+    return text
+
+
+async def _pair(config: Config, config_path: str, wait: float, out: Any) -> tuple[int, bool]:
+    """Pair; returns the exit status and whether the gateway took the setup code."""
     config.core.gateway = dataclasses.replace(
         config.gateway, pairing_retry_s=min(config.gateway.pairing_retry_s, 3.0)
     )
-    daemon = Daemon(config, config_path)
+    daemon = Daemon(config, config_path, serve=False)
     said: set[str] = set()
 
     def on_event(name: str, fields: dict[str, Any]) -> None:
@@ -103,7 +129,7 @@ async def _pair(config: Config, config_path: str, wait: float, out: Any) -> int:
         await asyncio.sleep(0.01)
     runner = daemon.runner
     if runner is None:
-        return int(main.result())
+        return int(main.result()), False
     print(
         f"device id:  {runner.node_id}\npublic key: {runner.identity.public_key_b64url}\n"
         f"connecting to {config.gateway.url} as {runner.display_name!r} …",
@@ -136,7 +162,7 @@ async def _pair(config: Config, config_path: str, wait: float, out: Any) -> int:
         await daemon.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(main, 10)
-    return code
+    return code, runner.setup_code_used
 
 
 def run_pair(args: Any) -> int:
@@ -144,13 +170,17 @@ def run_pair(args: Any) -> int:
     from edgeclaw.typedconfig import ConfigError
 
     setup_logging("warning")
+    code_file: str | None = getattr(args, "setup_code_file", None)
+    if args.setup_code:
+        print(ARGV_CODE_WARNING, file=sys.stderr, flush=True)
     try:
+        setup_code = read_setup_code_file(code_file) if code_file else args.setup_code
         write_pair_config(
             args.config_path,
             gateway=args.gateway,
             display_name=args.display_name,
             token_file=args.token_file,
-            setup_code=args.setup_code,
+            setup_code=setup_code,
             state_dir=args.state_dir,
             runtime_dir=args.runtime_dir,
             hardware=args.hardware,
@@ -164,4 +194,11 @@ def run_pair(args: Any) -> int:
         identity = state.reset_identity()
         print(f"created a new identity {identity.device_id} (the old key was kept beside it)")
     print(f"config written to {args.config_path}")
-    return asyncio.run(_pair(config, args.config_path, args.wait, sys.stdout))
+    code, used = asyncio.run(_pair(config, args.config_path, args.wait, sys.stdout))
+    if code_file and used:
+        try:
+            Path(code_file).unlink(missing_ok=True)  # missing: it was the state-dir copy itself
+            print(f"setup code used; removed {code_file}")
+        except OSError as exc:
+            print(f"setup code used; could not remove {code_file}: {exc.strerror}", file=sys.stderr)
+    return code

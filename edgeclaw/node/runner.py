@@ -116,6 +116,7 @@ class NodeRunner:
         self._attempt = 0
         self._logged_request_ids: set[str] = set()
         self._bootstrap_token: str | None = None
+        self.setup_code_used = False  # the gateway took the setup code and issued a device token
         self._unsaved_token: str | None = None  # issued by the gateway, not yet on disk (state dir full/RO)
         self._state_retry: asyncio.Task[Any] | None = None
         self._state_problems: dict[str, str] = {}
@@ -388,6 +389,7 @@ class NodeRunner:
                 self._unsaved_token = device_token
                 self._persist_token()
         if auth.bootstrap_token and device_token:
+            self.setup_code_used = True
             self._bootstrap_token = None
             self._consume_setup_code()
         self.pairing.device_approved = True

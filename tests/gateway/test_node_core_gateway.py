@@ -181,8 +181,39 @@ def test_setup_code_pairs_without_any_operator_step(gateway: Gateway, tmp_path: 
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "paired and approved" in proc.stdout
+    assert "--setup-code-file" in proc.stderr  # the code was on argv: warned, with the better form
     assert (tmp_path / "state" / "device-token.json").exists()
     assert not (tmp_path / "state" / "setup-code").exists()  # single-use secret removed after use
+    device_id = json.loads((tmp_path / "state" / "identity.json").read_text())["deviceId"]
+    assert (
+        next(n for n in gateway.nodes_status() if n.get("nodeId") == device_id)["approvalState"] == "approved"
+    )
+
+
+def test_setup_code_file_pairs_keeps_the_code_out_of_argv_and_removes_it(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    code = setup_code(gateway)
+    code_file = tmp_path / "code.txt"
+    code_file.write_text(code + "\n")
+    code_file.chmod(0o600)
+    proc = _pair_cli(
+        tmp_path / "config.yaml",
+        *("--display-name", "Barn Pi", "--setup-code-file", str(code_file), "--hardware", "simulated"),
+        *("--state-dir", str(tmp_path / "state"), "--runtime-dir", str(tmp_path / "run"), "--wait", "60"),
+    )
+    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, out
+    assert code not in cmdline and "oc-pair" not in cmdline
+    assert "paired and approved" in out and "warning" not in out
+    assert not code_file.exists(), "the used setup code was left behind"
+    assert not (tmp_path / "state" / "setup-code").exists()
     device_id = json.loads((tmp_path / "state" / "identity.json").read_text())["deviceId"]
     assert (
         next(n for n in gateway.nodes_status() if n.get("nodeId") == device_id)["approvalState"] == "approved"

@@ -169,14 +169,14 @@ def sd_node(sd_world: World, installed: list[Path]) -> Iterator[Node]:
         took = ct.boot()
         report(f"container booted to multi-user in {took:.2f} s")
         gw = sd_world.ready()
-        code = setup_code(gw)
+        ct.write("/root/setup-code", setup_code(gw) + "\n", mode=0o600)  # kept out of argv
         t0 = time.monotonic()
         out = ct.exec(
             [
                 "edgeclaw",
                 "pair",
-                "--setup-code",
-                code,
+                "--setup-code-file",
+                "/root/setup-code",
                 "--display-name",
                 NODE_NAME,
                 "--hardware",
@@ -187,6 +187,7 @@ def sd_node(sd_world: World, installed: list[Path]) -> Iterator[Node]:
             timeout=90,
         )
         assert "paired and approved" in out.stdout, out.stdout
+        assert ct.exec(["test", "-e", "/root/setup-code"], check=False).returncode == 1  # used: removed
         report(f"`edgeclaw pair` with a setup code: {time.monotonic() - t0:.1f} s")
         ct.write("/etc/systemd/system/edgeclaw.service.d/test.conf", TEST_DROPIN)
         ct.exec(["systemctl", "daemon-reload"])
