@@ -200,6 +200,10 @@ def test_store_compare_and_swap_and_file_mode(tmp_path: Path) -> None:
     with pytest.raises(ap.StaleHash):
         store.write({"version": 1}, first.hash)
     (tmp_path / ap.FILE_NAME).write_text("{not json")
+    assert store.snapshot().hash == written.hash  # in force until the node reloads
+    assert store.drift() not in (None, written.hash)
+    with pytest.raises(ap.ApprovalsInvalid, match="unreadable"):
+        store.load()  # a reload of a damaged file refuses everything until it is fixed
     with pytest.raises(ap.ApprovalsInvalid, match="unreadable"):
         store.snapshot()
 

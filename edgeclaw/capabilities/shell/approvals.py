@@ -32,6 +32,7 @@ EDGECLAW_DEFAULTS: dict[str, Any] = {"security": "allowlist", "ask": "on-miss", 
 _SECURITY_ORDER = {"deny": 0, "allowlist": 1, "full": 2}
 _ASK_ORDER = {"off": 0, "on-miss": 1, "always": 2}
 _JS_REGEX_SPECIAL = re.compile(r"[\\^$.*+?()\[\]{}|/-]")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ApprovalsInvalid(ValueError):
@@ -77,6 +78,13 @@ def _normalize_entry(entry: Any, where: str) -> dict[str, Any]:
             re.compile(arg_pattern)
         except re.error as exc:
             raise ApprovalsInvalid(f"{where}.argPattern is not a valid regular expression: {exc}") from None
+    env_keys = out.get("envKeys")
+    if env_keys is not None:
+        if not isinstance(env_keys, list) or not all(
+            isinstance(k, str) and _ENV_KEY.match(k) for k in env_keys
+        ):
+            raise ApprovalsInvalid(f"{where}.envKeys must be a list of environment variable names")
+        out["envKeys"] = sorted({k.upper() for k in env_keys})
     for key in ("source", "lastUsedCommand", "lastResolvedPath", "id"):
         if key in out and out[key] is not None and not isinstance(out[key], str):
             raise ApprovalsInvalid(f"{where}.{key} must be a string")
@@ -232,15 +240,64 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
+def python_regex(arg_pattern: str) -> str:
+    """An ECMAScript argPattern in Python's dialect: an unescaped `$` outside a class means end of input
+    (as in JavaScript without the m flag), not "before a trailing newline", so it becomes `\\Z`."""
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(arg_pattern):
+        ch = arg_pattern[i]
+        if ch == "\\" and i + 1 < len(arg_pattern):
+            out.append(arg_pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "$":
+            ch = r"\Z"
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def argument_text(args: list[str]) -> str | None:
+    """The space-joined arguments an argPattern reads, or None when joining would be ambiguous.
+
+    `["/tmp/a b"]` and `["/tmp/a", "b"]` join to the same text, and `[]` and `[""]` too; an argument with
+    whitespace (including a newline) or an empty one therefore never matches a hand-written argPattern."""
+    if any(not a or any(c.isspace() for c in a) for a in args):
+        return None
+    return " ".join(args)
+
+
 def _arg_matches(arg_pattern: str, argv: list[str]) -> bool:
+    text = argument_text(argv[1:])
+    if text is None:
+        return False
     try:
-        return re.search(arg_pattern, " ".join(argv[1:])) is not None
+        return re.search(python_regex(arg_pattern), text) is not None
     except re.error:
         return False
 
 
+def _path_candidates(segment: Segment) -> list[str]:
+    """What a path rule is matched against: the file the kernel opens (realpath: `..` and symlinks
+    resolved), and the path as written only when it has no `.`/`..` parts to collapse lexically."""
+    out = [segment.real] if segment.real else []
+    given = segment.resolved
+    if given and given == os.path.normpath(given) and not given.startswith("//"):
+        out.append(given)
+    return out
+
+
 def match_segment(rules: list[Rule], segment: Segment) -> Rule | None:
-    """The allowlist rule that covers this simple command, preferring one with a matching argPattern."""
+    """The allowlist rule that covers this simple command, preferring one with a matching argPattern.
+
+    A path (or `~`) pattern is a glob on the resolved path; a bare-name pattern matches only a command
+    found through the node's PATH (never `./ls` or `/tmp/evil/ls`)."""
     if segment.resolved is None:
         return None
     path_only: Rule | None = None
@@ -254,13 +311,11 @@ def match_segment(rules: list[Rule], segment: Segment) -> Rule | None:
             if hit:
                 return rule
             continue
+        rx = _glob_regex(pattern)
         if "/" in pattern or pattern.startswith("~"):
-            rx = _glob_regex(pattern)
-            hit = any(p and rx.match(p) for p in (segment.resolved, segment.real))
+            hit = any(rx.match(p) for p in _path_candidates(segment))
         else:
-            rx = _glob_regex(pattern)
-            names = {os.path.basename(segment.argv[0]), os.path.basename(segment.resolved)}
-            hit = any(rx.match(n) for n in names)
+            hit = segment.via_path and rx.match(os.path.basename(segment.argv[0])) is not None
         if not hit:
             continue
         arg_pattern = entry.get("argPattern")
@@ -280,12 +335,17 @@ def js_escape(text: str) -> str:
 
 
 def allow_always_patterns(segments: list[Segment]) -> tuple[bool, list[dict[str, str]]]:
-    """The exact-command rules allow-always persists: the binary's real path plus its exact arguments."""
+    """The exact-command rules allow-always persists: the binary's path plus its exact arguments.
+
+    The path is the one invoked (a multi-call binary's `xzcat`, not the `xz` it links to); arguments that
+    cannot be matched unambiguously (whitespace, empty) make the coverage incomplete: approve each run."""
     patterns: dict[str, dict[str, str]] = {}
     for seg in segments:
-        if seg.real is None:
+        text = argument_text(seg.argv[1:])
+        if seg.real is None or seg.resolved is None or text is None:
             return False, list(patterns.values())
-        item = {"pattern": seg.real, "argPattern": "^" + js_escape(" ".join(seg.argv[1:])) + "$"}
+        path = seg.resolved if seg.resolved == os.path.normpath(seg.resolved) else seg.real
+        item = {"pattern": path, "argPattern": "^" + js_escape(text) + "$"}
         patterns[_rule_key(item)] = item
     return bool(segments), list(patterns.values())
 
@@ -306,17 +366,38 @@ class StaleHash(Exception):
     """The caller's baseHash no longer matches the stored document."""
 
 
+class _Disk:
+    """Marker: read the file now."""
+
+
+DISK = _Disk()
+
+
 class ApprovalsStore:
-    """Reads and writes the document atomically; every change goes through compare-and-swap on the hash."""
+    """The node's approvals, authoritative in memory; the file is where they are kept, not where they
+    are decided.
+
+    A command the node runs is (without systemd's separate run user) the node's own user and can write
+    the state directory. So the document is read from disk only when the node says so (start, SIGHUP
+    reload, a config rollout) and changed only through `write` (system.execApprovals.set, allow-always,
+    lastUsedAt). A file changed behind the node's back is not honoured: `drift()` reports it, the run
+    path logs it, and `system.execApprovals.get` shows it, until an operator sets or reloads."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / FILE_NAME
         self.seed_marker = Path(state_dir) / SEED_MARKER
+        self._current: Snapshot | None = None
+        self._invalid: str | None = None
 
-    def snapshot(self) -> Snapshot:
+    def read_raw(self) -> bytes | None:
+        """The stored bytes (None: no file); cheap, so the capability can pin them at start."""
         try:
-            raw = self.path.read_bytes()
+            return self.path.read_bytes()
         except FileNotFoundError:
+            return None
+
+    def _parse(self, raw: bytes | None) -> Snapshot:
+        if raw is None:
             doc = default_document()
             return Snapshot(str(self.path), False, doc, digest(encode(doc)))
         try:
@@ -326,15 +407,46 @@ class ApprovalsStore:
             raise ApprovalsInvalid(f"{self.path} is unreadable ({exc}); fix or replace it") from None
         return Snapshot(str(self.path), True, doc, digest(raw))
 
-    def write(self, doc: dict[str, Any], base_hash: str | None) -> Snapshot:
-        """Store `doc` if the stored hash still equals base_hash (None: no check)."""
+    def load(self, raw: bytes | _Disk | None = DISK) -> Snapshot:
+        """Trust what is on disk now, or the bytes read at start; raises ApprovalsInvalid when damaged."""
+        try:
+            self._current = self._parse(self.read_raw() if isinstance(raw, _Disk) else raw)
+            self._invalid = None
+        except ApprovalsInvalid as exc:
+            self._current, self._invalid = None, str(exc)
+            raise
+        return self._current
+
+    def snapshot(self) -> Snapshot:
+        """The document in force (loaded from disk the first time)."""
+        if self._current is None:
+            if self._invalid is not None:
+                raise ApprovalsInvalid(self._invalid)
+            return self.load()
+        return self._current
+
+    def drift(self) -> str | None:
+        """The hash of the file on disk when it is not the document in force (None: they agree)."""
         current = self.snapshot()
-        if base_hash is not None and base_hash != current.hash:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None if not current.exists else "missing"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror})"
+        disk = digest(raw)
+        return None if disk == current.hash else disk
+
+    def write(self, doc: dict[str, Any], base_hash: str | None) -> Snapshot:
+        """Store `doc` if the hash in force still equals base_hash (None: no check)."""
+        current = self._current
+        if base_hash is not None and current is not None and base_hash != current.hash:
             raise StaleHash()
         normalized = normalize(doc)
         raw = encode(normalized)
         write_atomic(self.path, raw, 0o600)
-        return Snapshot(str(self.path), True, normalized, digest(raw))
+        self._current, self._invalid = Snapshot(str(self.path), True, normalized, digest(raw)), None
+        return self._current
 
     def apply_seed(self, seed: dict[str, Any] | None) -> bool:
         """Roll out the document from config.yaml when it changed since it was last applied.
@@ -349,7 +461,7 @@ class ApprovalsStore:
             if self.seed_marker.read_text().strip() == seed_hash and self.path.exists():
                 return False
         try:
-            current = self.snapshot()
+            current = self.load()
         except ApprovalsInvalid:
             current = None
         if current is not None and current.exists:
@@ -362,7 +474,7 @@ class ApprovalsStore:
                 target["allowlist"] = list(target.get("allowlist") or []) + [
                     e for e in kept if _rule_key(e) not in have
                 ]
-        write_atomic(self.path, encode(normalized), 0o600)
+        self.write(normalized, None)
         write_atomic(self.seed_marker, seed_hash + "\n", 0o600)
         return True
 

@@ -12,12 +12,18 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from edgeclaw.capabilities.base import InvokeContext, InvokeError, NodeServices
 from edgeclaw.capabilities.shell import approvals as ap
 from edgeclaw.capabilities.shell.command import Analysis, analyze, format_exec_command, is_shell_wrapper
-from edgeclaw.capabilities.shell.envpolicy import EnvRejected, check_overrides, child_environment
+from edgeclaw.capabilities.shell.envpolicy import (
+    EnvRejected,
+    check_overrides,
+    child_environment,
+    not_covered,
+)
 from edgeclaw.capabilities.shell.process import RunResult, run_process
 
 if TYPE_CHECKING:
@@ -26,6 +32,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeclaw.shell")
 EVENT_OUTPUT_TAIL = 20_000
 DENIED = "SYSTEM_RUN_DENIED"
+
+
+def _env_note(uncovered: list[str]) -> str:
+    if not uncovered:
+        return ""
+    return " (environment overrides not covered by the allowlist: " + ", ".join(uncovered) + ")"
 
 
 class Denied(Exception):
@@ -153,20 +165,57 @@ def _norm(value: Any) -> str | None:
 class ShellService:
     """Owns the approvals store and the run limiter; the capability's handlers delegate here."""
 
-    def __init__(self, config: Config, services: NodeServices) -> None:
+    def __init__(
+        self, config: Config, services: NodeServices, pinned: tuple[bytes | None] | None = None
+    ) -> None:
+        """`pinned`: the approvals file's bytes as the capability read them at start (so an edit made
+        between start and the first command is not trusted either); None: read the file now."""
         self.config = config
         self.services = services
         self.store = ap.ApprovalsStore(services.state_dir)
         self._lock = asyncio.Lock()  # serialises document writes (set, lastUsedAt, allow-always)
+        self._reported_drift: str | None = None
+        try:
+            self.store.load(pinned[0] if pinned is not None else ap.DISK)
+        except ap.ApprovalsInvalid as exc:
+            log.error("exec approvals: %s", exc)
 
-    def _path_env(self, overrides: dict[str, str]) -> str:
-        return child_environment(overrides).get("PATH", os.defpath)
+    def _path_env(self, _overrides: dict[str, str] | None = None) -> str:
+        """The node's own PATH: a request can never choose where a bare name is looked up."""
+        return child_environment({}).get("PATH", os.defpath)
+
+    async def reload(self) -> None:
+        """SIGHUP: the file on disk is trusted again (an operator edited it on purpose)."""
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self.store.load)
+                self._reported_drift = None
+            except ap.ApprovalsInvalid as exc:
+                log.error("exec approvals: %s", exc)
 
     async def _load(self) -> ap.Snapshot:
         try:
-            return await asyncio.to_thread(self.store.snapshot)
+            snap = self.store.snapshot()
+            drift = await asyncio.to_thread(self.store.drift)
         except ap.ApprovalsInvalid as exc:
             raise InvokeError("UNAVAILABLE", str(exc)) from None
+        if drift is not None and drift != self._reported_drift:
+            self._reported_drift = drift
+            log.warning(
+                "%s was changed behind the node's back (now %s, in force %s); not honoured — use "
+                "system.execApprovals.set or reload the node to accept it",
+                self.store.path,
+                drift[:12],
+                snap.hash[:12],
+            )
+        return snap
+
+    def drift(self) -> str | None:
+        """The file's hash when it differs from the approvals in force (for get, status and doctor)."""
+        try:
+            return self.store.drift()
+        except ap.ApprovalsInvalid:
+            return None
 
     # --- events ---------------------------------------------------------------------------------------
     async def _event(self, event: str, payload: dict[str, Any]) -> None:
@@ -179,9 +228,15 @@ class ShellService:
             "%s sent (runId %s, reason %s): %s", event, payload.get("runId"), payload.get("reason"), reply
         )
 
-    async def _deny(self, req: Request, reason: str, message: str) -> InvokeError:
+    def _after_reply(self, ctx: InvokeContext, event: str, payload: dict[str, Any]) -> None:
+        """Send the event once the invoke's answer is on the wire: the gateway's deadline is for the
+        answer, and an event waits for its own reply (up to 5 s on a slow link)."""
+        ctx.after_reply.append(partial(self._event, event, payload))
+
+    def _deny(self, ctx: InvokeContext, req: Request, reason: str, message: str) -> InvokeError:
         log.warning("system.run denied (%s): %s", reason, req.command_text[:200])
-        await self._event(
+        self._after_reply(
+            ctx,
             "exec.denied",
             {
                 "sessionKey": req.session_key or "node",
@@ -198,13 +253,14 @@ class ShellService:
     async def handle_run(self, ctx: InvokeContext) -> dict[str, Any]:
         req = parse_request(ctx.params)
         try:
-            plan = await self._authorize(req)
+            argv, executable = await self._authorize(req)
         except Denied as exc:
-            raise await self._deny(req, exc.reason, exc.message) from None
+            raise self._deny(ctx, req, exc.reason, exc.message) from None
         env = child_environment(req.env_overrides)
         timeout = req.timeout_ms / 1000 if req.timeout_ms and req.timeout_ms > 0 else None
         result = await run_process(
-            plan,
+            argv,
+            executable=executable,
             cwd=req.cwd,
             env=env,
             timeout=timeout,
@@ -215,7 +271,7 @@ class ShellService:
         if result.deadline_hit:
             raise InvokeError("TIMEOUT", "node invoke timed out; the command's process group was killed")
         if req.run_id:
-            await self._event("exec.finished", self._finished_payload(req, result))
+            self._after_reply(ctx, "exec.finished", self._finished_payload(req, result))
         body: dict[str, Any] = {}
         if result.exit_code is not None:
             body["exitCode"] = result.exit_code
@@ -248,8 +304,8 @@ class ShellService:
         )
         return payload
 
-    async def _authorize(self, req: Request) -> list[str]:
-        """Decide; returns the argv to execute (argv[0] pinned where the allowlist matched) or raises Denied."""
+    async def _authorize(self, req: Request) -> tuple[list[str], str | None]:
+        """Decide; returns the argv to run (argv[0] as given) and the file to execute, or raises Denied."""
         snap = await self._load()
         policy = ap.resolve(snap.file, req.agent_id)
         current = policy.snapshot()
@@ -261,9 +317,10 @@ class ShellService:
         security, ask = policy.security, policy.ask
         if req.ask_fallback:
             security, ask = ap.min_security(security, policy.ask_fallback), "off"
-        analysis = analyze(req.argv, req.cwd, self._path_env(req.env_overrides))
+        analysis = analyze(req.argv, req.cwd, self._path_env())
         used: list[tuple[ap.Rule, Any]] = []
         satisfied = False
+        uncovered: list[str] = []
         if analysis.ok:
             for seg in analysis.segments:
                 rule = ap.match_segment(policy.rules, seg)
@@ -272,16 +329,22 @@ class ShellService:
                     break
                 used.append((rule, seg))
             satisfied = bool(used) and len(used) == len(analysis.segments)
+        if satisfied and req.env_overrides:
+            # an allowlist entry covers the overrides it names; an operator's approval covers the env
+            # the gateway bound into it; nothing else but terminal/locale keys
+            allowed = set.intersection(*(set(r.entry.get("envKeys") or ()) for r, _ in used))
+            uncovered = not_covered(req.env_overrides, allowed)
+            satisfied = not uncovered
         if security == "deny":
             raise Denied("security=deny", "SYSTEM_RUN_DISABLED: security=deny")
         needs_ask = ask == "always" or (ask == "on-miss" and security == "allowlist" and not satisfied)
         if needs_ask and not req.approved:
-            raise Denied("approval-required", f"{DENIED}: approval required")
+            raise Denied("approval-required", f"{DENIED}: approval required" + _env_note(uncovered))
         if security == "allowlist" and not satisfied and not req.approved:
-            raise Denied("allowlist-miss", f"{DENIED}: allowlist miss")
+            raise Denied("allowlist-miss", f"{DENIED}: allowlist miss" + _env_note(uncovered))
         if req.cwd is not None and not (os.path.isdir(req.cwd) and os.access(req.cwd, os.X_OK)):
             raise Denied("cwd-unavailable", f"{DENIED}: working directory does not exist or is inaccessible")
-        argv = self._plan_argv(req, analysis, satisfied and not req.approved)
+        executable = self._plan_executable(req, analysis, satisfied and not req.approved)
         allow_always = None
         if req.approved and req.decision == "allow-always":
             complete, patterns = ap.allow_always_patterns(analysis.segments if analysis.ok else [])
@@ -298,28 +361,27 @@ class ShellService:
                             "approval-state-write-failed", f"{DENIED}: approval state could not be persisted"
                         ) from None
                     log.info("could not record allowlist use: %s", exc)
-        return argv
+        return list(req.argv), executable
 
-    def _plan_argv(self, req: Request, analysis: Analysis, allowlisted: bool) -> list[str]:
-        """Bind what runs to what was checked: pin argv[0] to the file that matched or was approved."""
-        argv = list(req.argv)
-        if analysis.shell is not None:
-            if allowlisted and analysis.shell.trailing:
+    def _plan_executable(self, req: Request, analysis: Analysis, allowlisted: bool) -> str | None:
+        """Bind what runs to what was checked: the real file that matched or was approved is executed,
+        while argv[0] stays as given (a multi-call binary such as xz or busybox picks its applet from it).
+
+        A shell wrapper runs the real system shell its analysis found; a program merely named `sh` that
+        is not one was analysed, and is executed, as a plain command."""
+        if analysis.shell_real is not None:
+            if allowlisted and analysis.shell is not None and analysis.shell.trailing:
                 raise Denied("execution-plan-miss", f"{DENIED}: execution plan mismatch")
-            return argv
+            return analysis.shell_real
         if not analysis.ok or not analysis.segments:
-            return argv
+            return None
         seg = analysis.segments[0]
         if req.approved:
             planned = (req.plan or {}).get("argv") or []
             if planned and os.path.isabs(planned[0]) and seg.resolved is None:
                 # the approved executable vanished between approval and run
                 raise Denied("execution-plan-miss", f"{DENIED}: execution plan mismatch")
-        if seg.real is None:
-            return argv  # not found: the launch reports ENOENT the way OpenClaw does
-        if allowlisted:
-            argv[0] = seg.real
-        return argv
+        return seg.real  # None (not found): the launch reports ENOENT the way OpenClaw does
 
     # --- system.run.prepare ---------------------------------------------------------------------------
     async def handle_prepare(self, ctx: InvokeContext) -> dict[str, Any]:
@@ -333,7 +395,7 @@ class ShellService:
         if env is not None and not isinstance(env, dict):
             raise InvokeError("INVALID_REQUEST", "env must be an object of strings")
         try:
-            overrides = check_overrides(env, shell_wrapper=is_shell_wrapper(argv))
+            check_overrides(env, shell_wrapper=is_shell_wrapper(argv))
         except EnvRejected as exc:
             raise InvokeError("INVALID_REQUEST", f"{DENIED}: environment override rejected ({exc})") from None
         if cwd is not None:
@@ -342,11 +404,15 @@ class ShellService:
                 raise InvokeError(
                     "INVALID_REQUEST", f"{DENIED}: working directory does not exist or is inaccessible"
                 )
-        analysis = analyze(argv, cwd, self._path_env(overrides))
-        if analysis.shell is None and analysis.ok and analysis.segments and analysis.segments[0].real:
-            argv = [analysis.segments[0].real, *argv[1:]]  # pin the executable the operator approves
+        analysis = analyze(argv, cwd, self._path_env())
+        first = analysis.segments[0] if analysis.ok and analysis.segments else None
+        if analysis.shell is None and first is not None and first.resolved and first.real:
+            # pin the executable the operator approves: the path as invoked (a multi-call binary's
+            # `xzcat`, not the `xz` it links to) unless it has `..` parts, then the real file
+            pinned = first.resolved if first.resolved == os.path.normpath(first.resolved) else first.real
+            argv = [pinned, *argv[1:]]
             text = format_exec_command(argv)
-            analysis = analyze(argv, cwd, self._path_env(overrides))
+            analysis = analyze(argv, cwd, self._path_env())
         snap = await self._load()
         policy = ap.resolve(snap.file, agent_id)
         security, ask = policy.security, policy.ask
@@ -381,6 +447,14 @@ class ShellService:
             raise InvokeError("INVALID_REQUEST", "includeResolvedDefaults must be boolean")
         snap = await self._load()
         payload = snap.payload()
+        drift = self.drift()
+        if drift is not None:
+            payload["externalChange"] = {
+                "honoured": False,
+                "diskHash": drift,
+                "message": "the file was changed outside system.execApprovals.set; the node ignores it "
+                "until it is set through the gateway or the node reloads",
+            }
         if include:
             policy = ap.resolve(snap.file, None)
             payload["resolvedDefaults"] = {
