@@ -303,3 +303,19 @@ async def test_result_is_sent_before_the_event_and_meets_a_short_deadline(tmp_pa
         order.extend(events)
     assert order == ["result:ok", "exec.finished", "result:SYSTEM_RUN_DENIED", "exec.denied"]
     await dispatcher.drain(0.1)
+
+
+async def test_an_operator_edit_is_honoured_after_a_reload(tmp_path: Path) -> None:
+    """Control for the above: editing the file on purpose and reloading (SIGHUP) is the operator's way."""
+    state = tmp_path / "state"
+    state.mkdir()
+    target = state / "exec-approvals.json"
+    target.write_text(json.dumps(allow({"pattern": TRUE})))
+    cap = create(Config(), Services(state))  # type: ignore[arg-type]
+    await cap.start()
+    target.write_text(json.dumps(allow({"pattern": TRUE}, {"pattern": "echo"})))  # before any command
+    run = cap.handlers()["system.run"]
+    with pytest.raises(InvokeError, match="allowlist miss"):
+        await run(ctx({"command": ["echo", "x"]}))
+    await cap.reload(Config())
+    assert (await run(ctx({"command": ["echo", "x"]})))["stdout"] == "x\n"
