@@ -52,6 +52,9 @@ class InvokeContext:
     idempotency_key: str | None = None
     max_payload_bytes: int = 25 * 1024 * 1024 - 64 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
+    # run (in order, in the background) once the answer has been sent: events about the invoke must not
+    # hold its answer back past the gateway's deadline
+    after_reply: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())

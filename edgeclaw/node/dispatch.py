@@ -19,6 +19,7 @@ log = logging.getLogger("edgeclaw.dispatch")
 
 ResultSender = Callable[[dict[str, Any]], Awaitable[None]]
 DEFAULT_TIMEOUT_MS = 30_000
+AFTER_REPLY_BUDGET_S = 15.0  # events after an answer (each waits at most a few seconds for its ack)
 ENVELOPE_BYTES = 4096  # frame around payloadJSON: type/id/method/params/id/nodeId/ok
 
 
@@ -152,8 +153,9 @@ class Dispatcher:
         loop.call_soon(partial(self.bus.emit, events.INVOKE_START, command=name, invoke_id=invoke_id))
         outcome, code = "ok", None
         result: dict[str, Any]
+        after_reply: list[Callable[[], Awaitable[None]]] = []
         try:
-            body = await self._execute(invoke_id, command, payload)
+            body = await self._execute(invoke_id, command, payload, after_reply)
             result = {"ok": True, "payloadJSON": self._encode_payload(body)}
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -196,6 +198,14 @@ class Dispatcher:
             await self._send_result(params)
         except Exception as exc:
             log.warning("could not deliver the result of %s (%s): %s", name, invoke_id, exc)
+        task = asyncio.current_task()
+        if after_reply and task is not None:  # answered: the watchdog's clock is now the events' own
+            task.edgeclaw_deadline = loop.time() + AFTER_REPLY_BUDGET_S  # type: ignore[attr-defined]
+        for hook in after_reply:
+            try:
+                await hook()
+            except Exception as exc:
+                log.warning("after-reply step of %s (%s) failed: %s", name, invoke_id, exc)
 
     def _encode_payload(self, body: dict[str, Any]) -> str:
         text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
@@ -207,7 +217,13 @@ class Dispatcher:
             )
         return text
 
-    async def _execute(self, invoke_id: str, command: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _execute(
+        self,
+        invoke_id: str,
+        command: Any,
+        payload: dict[str, Any],
+        after_reply: list[Callable[[], Awaitable[None]]],
+    ) -> dict[str, Any]:
         if not self.accepting:
             raise InvokeError("UNAVAILABLE", "the node is shutting down")
         if not isinstance(command, str) or not command:
@@ -234,6 +250,7 @@ class Dispatcher:
             if isinstance(payload.get("idempotencyKey"), str)
             else None,
             max_payload_bytes=self._max_payload() - ENVELOPE_BYTES,
+            after_reply=after_reply,
         )
         cap_limit = (
             _Limiter(1, 0)

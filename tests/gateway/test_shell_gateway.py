@@ -149,8 +149,8 @@ async def test_default_deny_shapes_denials_and_approvals_round_trip(
             "code": "INVALID_REQUEST",
             "message": "command required",
         }
-        # exec.finished reached the gateway (with the runId it assigned) before the result
-        assert "exec.finished sent (runId" in node.log()
+        # exec.finished reached the gateway (with the runId it assigned), after the result
+        await asyncio.to_thread(node.wait_log, "exec.finished sent (runId", 10)
 
         # environment overrides are checked against OpenClaw's policy
         env_bad = node_error(
@@ -212,7 +212,7 @@ async def test_default_deny_shapes_denials_and_approvals_round_trip(
             "execution-plan-miss",
             "cwd-unavailable",
         ):
-            assert f"reason {reason})" in node.log(), reason
+            await asyncio.to_thread(node.wait_log, f"reason {reason})", 10)  # events follow the answer
         entry = (await approvals_get(op, nid))["file"]["agents"]["*"]["allowlist"][0]
         assert entry["pattern"] == "/usr/bin/echo" and entry["lastResolvedPath"] == "/usr/bin/echo"
         assert isinstance(entry["lastUsedAt"], int) and entry["id"]
@@ -364,3 +364,65 @@ async def test_gateway_approval_flow_and_allow_always_survives_restart(
         assert again["stdout"] == "Linux\n"
         other_args = node_error(await run(op, nid, {"command": ["uname", "-a"]}))
         assert other_args["message"] == "SYSTEM_RUN_DENIED: approval required"
+
+
+async def test_wrapper_shell_and_env_override_attacks_are_refused_end_to_end(
+    gateway: Gateway, node_factory: Any, tmp_path: Path
+) -> None:
+    """Issue 15's holes through the real gateway: a program named `sh` outside /etc/shells, and an
+    allowlisted `tar` pinned by argPattern that would run a command through TAR_OPTIONS."""
+    pwned = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    fake_sh = evil / "sh"
+    fake_sh.write_text(f"#!/bin/sh\ntouch {pwned}\n")
+    fake_sh.chmod(0o755)
+    hook = tmp_path / "hook"
+    hook.write_text(f"#!/bin/sh\ntouch {pwned}\n")
+    hook.chmod(0o755)
+    (tmp_path / "f").write_text("data")
+    tar_args = ["-cf", str(tmp_path / "a.tar"), "-C", str(tmp_path), "f"]
+    policy = {
+        "version": 1,
+        "defaults": {"security": "allowlist", "ask": "off", "askFallback": "deny"},
+        "agents": {
+            "*": {
+                "allowlist": [
+                    {"pattern": os.path.realpath("/usr/bin/true")},
+                    {"pattern": "tar", "argPattern": "^" + " ".join(tar_args) + "$"},
+                ]
+            }
+        },
+    }
+    node = node_factory(gateway, name="shell-attacks", extra={"shell": {"approvals": policy}})
+    nid = node.node_id
+    async with Operator(gateway) as op:
+        for argv, cwd in (([str(fake_sh), "-c", "true"], None), (["./sh", "-c", "true"], str(evil))):
+            params: dict[str, Any] = {"command": argv, "sessionKey": "agent:main:main"}
+            if cwd:
+                params["cwd"] = cwd
+            assert node_error(await run(op, nid, params)) == {
+                "code": "SYSTEM_RUN_DENIED",
+                "message": "SYSTEM_RUN_DENIED: allowlist miss",
+            }
+        smuggled = node_error(
+            await run(
+                op,
+                nid,
+                {
+                    "command": ["tar", *tar_args],
+                    "env": {"TAR_OPTIONS": f"--checkpoint=1 --checkpoint-action=exec={hook}"},
+                },
+            )
+        )
+        assert smuggled["code"] == "SYSTEM_RUN_DENIED" and "TAR_OPTIONS" in smuggled["message"]
+        rsync = node_error(await run(op, nid, {"command": ["true"], "env": {"RSYNC_RSH": str(hook)}}))
+        assert rsync["code"] == "INVALID_REQUEST" and "RSYNC_RSH" in rsync["message"]
+        assert not pwned.exists()
+        await asyncio.to_thread(node.wait_log, "exec.denied sent (runId", 10)
+
+        # benign controls: the real shell with an allowlisted payload, the pinned tar, a terminal key
+        assert invoke_payload(await run(op, nid, {"command": ["sh", "-lc", "true"]}))["success"] is True
+        made = invoke_payload(await run(op, nid, {"command": ["tar", *tar_args], "env": {"TERM": "dumb"}}))
+        assert made["success"] is True and (tmp_path / "a.tar").exists()
+    assert node.proc is not None and node.proc.poll() is None

@@ -200,6 +200,10 @@ def test_store_compare_and_swap_and_file_mode(tmp_path: Path) -> None:
     with pytest.raises(ap.StaleHash):
         store.write({"version": 1}, first.hash)
     (tmp_path / ap.FILE_NAME).write_text("{not json")
+    assert store.snapshot().hash == written.hash  # in force until the node reloads
+    assert store.drift() not in (None, written.hash)
+    with pytest.raises(ap.ApprovalsInvalid, match="unreadable"):
+        store.load()  # a reload of a damaged file refuses everything until it is fixed
     with pytest.raises(ap.ApprovalsInvalid, match="unreadable"):
         store.snapshot()
 
@@ -233,3 +237,12 @@ def test_config_validation_reports_a_bad_document() -> None:
     with pytest.raises(ValueError):
         Config(max_concurrency=0).validate()
     Config(approvals={"version": 1}).validate()
+
+
+def test_arg_pattern_dollar_is_end_of_text_outside_classes_and_escapes() -> None:
+    from edgeclaw.capabilities.shell.matching import argument_text, python_regex
+
+    assert python_regex(r"^a\$[$x]b$") == r"^a\$[$x]b\Z"
+    assert python_regex(r"^(x|y)$") == r"^(x|y)\Z"
+    assert argument_text(["-s", "x"]) == "-s x"
+    assert argument_text(["a b"]) is None and argument_text([""]) is None and argument_text(["a\n"]) is None

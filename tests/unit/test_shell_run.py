@@ -43,11 +43,24 @@ def ctx(params: dict[str, Any], seconds: float = 30.0) -> InvokeContext:
     return InvokeContext("inv", "system.run", params, loop.time() + seconds, int(seconds * 1000))
 
 
+def answered(handler: Any) -> Any:
+    """The handler as the dispatcher runs it: the answer first, then the after-reply events."""
+
+    async def call(c: InvokeContext) -> Any:
+        try:
+            return await handler(c)
+        finally:
+            for hook in c.after_reply:
+                await hook()
+
+    return call
+
+
 async def make(tmp_path: Path, **cfg: Any) -> tuple[Any, Services]:
     services = Services(tmp_path)
     cap = create(Config(**cfg), services)  # type: ignore[arg-type]
     await cap.start()
-    return cap.handlers(), services
+    return {name: answered(h) for name, h in cap.handlers().items()}, services
 
 
 def alive(pid: int) -> bool:
@@ -82,7 +95,7 @@ async def test_default_policy_denies_and_reports_the_event(tmp_path: Path) -> No
     ]
 
 
-async def test_finished_event_precedes_result_with_combined_tail(tmp_path: Path) -> None:
+async def test_finished_event_follows_result_with_combined_tail(tmp_path: Path) -> None:
     h, services = await make(tmp_path, approvals=FULL)
     body = await h["system.run"](
         ctx({"command": ["sh", "-c", "echo out; echo oops >&2; exit 3"], "runId": "r2"})

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from edgeclaw.capabilities.shell.run import ShellService
 
 CONFIG_KEY = "shell"
+APPROVALS_FILE = "exec-approvals.json"  # approvals.FILE_NAME, without importing the policy code
 log = logging.getLogger("edgeclaw.shell")
 
 MANIFEST = CapabilityManifest(
@@ -65,6 +66,8 @@ class ShellCapability(Capability):
         self.max_concurrency = config.max_concurrency
         self.queue_limit = config.queue_limit
         self._service: ShellService | None = None
+        # the approvals file as read at start/reload (a few kB; (None,): there was none)
+        self._trusted: tuple[bytes | None] | None = None
 
     @property
     def service(self) -> ShellService:
@@ -73,7 +76,7 @@ class ShellCapability(Capability):
         if self._service is None:
             from edgeclaw.capabilities.shell.run import ShellService
 
-            self._service = ShellService(self.config, self.services)
+            self._service = ShellService(self.config, self.services, self._trusted)
         return self._service
 
     def handlers(self) -> dict[str, Handler]:
@@ -96,6 +99,7 @@ class ShellCapability(Capability):
 
     async def start(self) -> None:
         self._apply_seed()
+        self._pin_approvals()
 
     async def reload(self, new_config: Any) -> None:
         self.config = new_config
@@ -104,6 +108,21 @@ class ShellCapability(Capability):
         self.max_concurrency = new_config.max_concurrency
         self.queue_limit = new_config.queue_limit
         self._apply_seed()
+        self._pin_approvals()
+        if self._service is not None:
+            await self._service.reload()
+
+    def _pin_approvals(self) -> None:
+        """Read the approvals file now (start, SIGHUP): later edits that do not go through the node
+        (a command rewriting it, without systemd's separate run user) are not honoured."""
+        if self._service is not None or not self.config.enabled:
+            return
+        try:
+            self._trusted = ((self.services.state_dir / APPROVALS_FILE).read_bytes(),)
+        except FileNotFoundError:
+            self._trusted = (None,)
+        except OSError as exc:
+            log.warning("cannot read exec approvals at start: %s", exc)
 
     def _apply_seed(self) -> None:
         if not (self.config.enabled and self.config.approvals):

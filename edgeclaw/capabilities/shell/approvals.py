@@ -13,7 +13,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
 import re
 import time
 import uuid
@@ -22,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeclaw.capabilities.shell.command import Segment
+from edgeclaw.capabilities.shell.matching import (
+    Rule,
+    allow_always_patterns,
+    js_escape,
+    match_segment,
+    rule_key,
+)
 from edgeclaw.platform.atomicfile import write_atomic
 
 FILE_NAME = "exec-approvals.json"
@@ -31,7 +37,10 @@ ASK = ("off", "on-miss", "always")
 EDGECLAW_DEFAULTS: dict[str, Any] = {"security": "allowlist", "ask": "on-miss", "askFallback": "deny"}
 _SECURITY_ORDER = {"deny": 0, "allowlist": 1, "full": 2}
 _ASK_ORDER = {"off": 0, "on-miss": 1, "always": 2}
-_JS_REGEX_SPECIAL = re.compile(r"[\\^$.*+?()\[\]{}|/-]")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+__all__ = ["Rule", "allow_always_patterns", "js_escape", "match_segment"]  # matching, re-exported
 
 
 class ApprovalsInvalid(ValueError):
@@ -77,6 +86,13 @@ def _normalize_entry(entry: Any, where: str) -> dict[str, Any]:
             re.compile(arg_pattern)
         except re.error as exc:
             raise ApprovalsInvalid(f"{where}.argPattern is not a valid regular expression: {exc}") from None
+    env_keys = out.get("envKeys")
+    if env_keys is not None:
+        if not isinstance(env_keys, list) or not all(
+            isinstance(k, str) and _ENV_KEY.match(k) for k in env_keys
+        ):
+            raise ApprovalsInvalid(f"{where}.envKeys must be a list of environment variable names")
+        out["envKeys"] = sorted({k.upper() for k in env_keys})
     for key in ("source", "lastUsedCommand", "lastResolvedPath", "id"):
         if key in out and out[key] is not None and not isinstance(out[key], str):
             raise ApprovalsInvalid(f"{where}.{key} must be a string")
@@ -139,12 +155,6 @@ def default_document() -> dict[str, Any]:
 
 # --- resolution -------------------------------------------------------------------------------------
 @dataclass
-class Rule:
-    agent_key: str
-    entry: dict[str, Any]
-
-
-@dataclass
 class Policy:
     security: str
     ask: str
@@ -162,7 +172,7 @@ class Policy:
                 item["argPattern"] = rule.entry["argPattern"]
             if rule.entry.get("source") == "allow-always":
                 item["source"] = "allow-always"
-            rules[_rule_key(item)] = item
+            rules[rule_key(item)] = item
         return {
             "security": self.security,
             "ask": self.ask,
@@ -172,19 +182,15 @@ class Policy:
         }
 
 
-def _rule_key(rule: dict[str, Any]) -> str:
-    return "\x00".join((rule.get("pattern", ""), rule.get("argPattern") or "", rule.get("source") or ""))
-
-
 def snapshot_is_current(expected: Any, current: dict[str, Any]) -> bool:
     if not isinstance(expected, dict):
         return False
     for key in ("security", "ask", "askFallback", "autoAllowSkills"):
         if expected.get(key) != current.get(key):
             return False
-    have = {_rule_key(r) for r in current["allowlistRules"]}
+    have = {rule_key(r) for r in current["allowlistRules"]}
     rules = expected.get("allowlistRules") or []
-    return isinstance(rules, list) and all(isinstance(r, dict) and _rule_key(r) in have for r in rules)
+    return isinstance(rules, list) and all(isinstance(r, dict) and rule_key(r) in have for r in rules)
 
 
 def resolve(doc: dict[str, Any], agent_id: str | None) -> Policy:
@@ -216,80 +222,6 @@ def resolve(doc: dict[str, Any], agent_id: str | None) -> Policy:
     )
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    if pattern.startswith("~"):
-        pattern = os.path.expanduser(pattern)
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        out.append("[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def _arg_matches(arg_pattern: str, argv: list[str]) -> bool:
-    try:
-        return re.search(arg_pattern, " ".join(argv[1:])) is not None
-    except re.error:
-        return False
-
-
-def match_segment(rules: list[Rule], segment: Segment) -> Rule | None:
-    """The allowlist rule that covers this simple command, preferring one with a matching argPattern."""
-    if segment.resolved is None:
-        return None
-    path_only: Rule | None = None
-    for rule in rules:
-        entry = rule.entry
-        pattern = str(entry.get("pattern", "")).strip()
-        if not pattern:
-            continue
-        if pattern == "*":
-            hit = not entry.get("argPattern") and entry.get("source") != "allow-always"
-            if hit:
-                return rule
-            continue
-        if "/" in pattern or pattern.startswith("~"):
-            rx = _glob_regex(pattern)
-            hit = any(p and rx.match(p) for p in (segment.resolved, segment.real))
-        else:
-            rx = _glob_regex(pattern)
-            names = {os.path.basename(segment.argv[0]), os.path.basename(segment.resolved)}
-            hit = any(rx.match(n) for n in names)
-        if not hit:
-            continue
-        arg_pattern = entry.get("argPattern")
-        if not arg_pattern:
-            if entry.get("source") == "allow-always":
-                continue  # allow-always is bound to the exact arguments that were approved
-            path_only = path_only or rule
-            continue
-        if _arg_matches(str(arg_pattern), segment.argv):
-            return rule
-    return path_only
-
-
-def js_escape(text: str) -> str:
-    """Escape for an ECMAScript (and Python) regular expression, so OpenClaw tools read our patterns."""
-    return _JS_REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
-
-
-def allow_always_patterns(segments: list[Segment]) -> tuple[bool, list[dict[str, str]]]:
-    """The exact-command rules allow-always persists: the binary's real path plus its exact arguments."""
-    patterns: dict[str, dict[str, str]] = {}
-    for seg in segments:
-        if seg.real is None:
-            return False, list(patterns.values())
-        item = {"pattern": seg.real, "argPattern": "^" + js_escape(" ".join(seg.argv[1:])) + "$"}
-        patterns[_rule_key(item)] = item
-    return bool(segments), list(patterns.values())
-
-
 # --- storage ----------------------------------------------------------------------------------------
 @dataclass
 class Snapshot:
@@ -306,17 +238,38 @@ class StaleHash(Exception):
     """The caller's baseHash no longer matches the stored document."""
 
 
+class _Disk:
+    """Marker: read the file now."""
+
+
+DISK = _Disk()
+
+
 class ApprovalsStore:
-    """Reads and writes the document atomically; every change goes through compare-and-swap on the hash."""
+    """The node's approvals, authoritative in memory; the file is where they are kept, not where they
+    are decided.
+
+    A command the node runs is (without systemd's separate run user) the node's own user and can write
+    the state directory. So the document is read from disk only when the node says so (start, SIGHUP
+    reload, a config rollout) and changed only through `write` (system.execApprovals.set, allow-always,
+    lastUsedAt). A file changed behind the node's back is not honoured: `drift()` reports it, the run
+    path logs it, and `system.execApprovals.get` shows it, until an operator sets or reloads."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / FILE_NAME
         self.seed_marker = Path(state_dir) / SEED_MARKER
+        self._current: Snapshot | None = None
+        self._invalid: str | None = None
 
-    def snapshot(self) -> Snapshot:
+    def read_raw(self) -> bytes | None:
+        """The stored bytes (None: no file); cheap, so the capability can pin them at start."""
         try:
-            raw = self.path.read_bytes()
+            return self.path.read_bytes()
         except FileNotFoundError:
+            return None
+
+    def _parse(self, raw: bytes | None) -> Snapshot:
+        if raw is None:
             doc = default_document()
             return Snapshot(str(self.path), False, doc, digest(encode(doc)))
         try:
@@ -326,15 +279,46 @@ class ApprovalsStore:
             raise ApprovalsInvalid(f"{self.path} is unreadable ({exc}); fix or replace it") from None
         return Snapshot(str(self.path), True, doc, digest(raw))
 
-    def write(self, doc: dict[str, Any], base_hash: str | None) -> Snapshot:
-        """Store `doc` if the stored hash still equals base_hash (None: no check)."""
+    def load(self, raw: bytes | _Disk | None = DISK) -> Snapshot:
+        """Trust what is on disk now, or the bytes read at start; raises ApprovalsInvalid when damaged."""
+        try:
+            self._current = self._parse(self.read_raw() if isinstance(raw, _Disk) else raw)
+            self._invalid = None
+        except ApprovalsInvalid as exc:
+            self._current, self._invalid = None, str(exc)
+            raise
+        return self._current
+
+    def snapshot(self) -> Snapshot:
+        """The document in force (loaded from disk the first time)."""
+        if self._current is None:
+            if self._invalid is not None:
+                raise ApprovalsInvalid(self._invalid)
+            return self.load()
+        return self._current
+
+    def drift(self) -> str | None:
+        """The hash of the file on disk when it is not the document in force (None: they agree)."""
         current = self.snapshot()
-        if base_hash is not None and base_hash != current.hash:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None if not current.exists else "missing"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror})"
+        disk = digest(raw)
+        return None if disk == current.hash else disk
+
+    def write(self, doc: dict[str, Any], base_hash: str | None) -> Snapshot:
+        """Store `doc` if the hash in force still equals base_hash (None: no check)."""
+        current = self._current
+        if base_hash is not None and current is not None and base_hash != current.hash:
             raise StaleHash()
         normalized = normalize(doc)
         raw = encode(normalized)
         write_atomic(self.path, raw, 0o600)
-        return Snapshot(str(self.path), True, normalized, digest(raw))
+        self._current, self._invalid = Snapshot(str(self.path), True, normalized, digest(raw)), None
+        return self._current
 
     def apply_seed(self, seed: dict[str, Any] | None) -> bool:
         """Roll out the document from config.yaml when it changed since it was last applied.
@@ -349,7 +333,7 @@ class ApprovalsStore:
             if self.seed_marker.read_text().strip() == seed_hash and self.path.exists():
                 return False
         try:
-            current = self.snapshot()
+            current = self.load()
         except ApprovalsInvalid:
             current = None
         if current is not None and current.exists:
@@ -358,11 +342,11 @@ class ApprovalsStore:
                 if not kept:
                     continue
                 target = normalized["agents"].setdefault(agent_key, {})
-                have = {_rule_key(e) for e in target.get("allowlist") or []}
+                have = {rule_key(e) for e in target.get("allowlist") or []}
                 target["allowlist"] = list(target.get("allowlist") or []) + [
-                    e for e in kept if _rule_key(e) not in have
+                    e for e in kept if rule_key(e) not in have
                 ]
-        write_atomic(self.path, encode(normalized), 0o600)
+        self.write(normalized, None)
         write_atomic(self.seed_marker, seed_hash + "\n", 0o600)
         return True
 
@@ -394,10 +378,10 @@ class ApprovalsStore:
             agent_key, patterns = allow_always
             target = agents.setdefault(agent_key, {})
             allowlist = target.setdefault("allowlist", [])
-            have = {_rule_key({**e, "source": "allow-always"}) for e in allowlist}
+            have = {rule_key({**e, "source": "allow-always"}) for e in allowlist}
             for item in patterns:
                 entry = {**item, "source": "allow-always"}
-                if _rule_key(entry) in have:
+                if rule_key(entry) in have:
                     continue
                 allowlist.append(
                     {"id": str(uuid.uuid4()), **entry, "lastUsedAt": now, "lastUsedCommand": command_text}

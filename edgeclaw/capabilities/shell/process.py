@@ -150,9 +150,12 @@ async def _pump_fd(fd: int, capture: _Capture) -> None:
         os.close(fd)
 
 
-def _spawn(argv: list[str], cwd: str | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], cwd: str | None, env: dict[str, str], executable: str | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
+        executable=executable,  # the file the approvals checked; argv[0] stays what the caller gave
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -208,6 +211,7 @@ def _launch_error(exc: OSError, cwd: str | None) -> str:
 async def run_process(
     argv: list[str],
     *,
+    executable: str | None = None,
     cwd: str | None,
     env: dict[str, str],
     timeout: float | None,
@@ -217,7 +221,7 @@ async def run_process(
 ) -> RunResult:
     """Run to completion, or until `timeout` seconds (params) or loop-time `deadline` (invoke) passes."""
     loop = asyncio.get_running_loop()
-    spawning = asyncio.ensure_future(asyncio.to_thread(_spawn, argv, cwd, env))
+    spawning = asyncio.ensure_future(asyncio.to_thread(_spawn, argv, cwd, env, executable))
     try:
         popen = await asyncio.shield(spawning)
     except OSError as exc:

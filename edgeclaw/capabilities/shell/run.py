@@ -11,21 +11,39 @@ import asyncio
 import logging
 import os
 import uuid
-from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from edgeclaw.capabilities.base import InvokeContext, InvokeError, NodeServices
 from edgeclaw.capabilities.shell import approvals as ap
 from edgeclaw.capabilities.shell.command import Analysis, analyze, format_exec_command, is_shell_wrapper
-from edgeclaw.capabilities.shell.envpolicy import EnvRejected, check_overrides, child_environment
+from edgeclaw.capabilities.shell.envpolicy import (
+    EnvRejected,
+    check_overrides,
+    child_environment,
+    not_covered,
+)
 from edgeclaw.capabilities.shell.process import RunResult, run_process
+from edgeclaw.capabilities.shell.request import (
+    DENIED,
+    Request,
+    command_text,
+    opt_str,
+    parse_argv,
+    parse_request,
+)
 
 if TYPE_CHECKING:
     from edgeclaw.capabilities.shell import Config
 
 log = logging.getLogger("edgeclaw.shell")
 EVENT_OUTPUT_TAIL = 20_000
-DENIED = "SYSTEM_RUN_DENIED"
+
+
+def _env_note(uncovered: list[str]) -> str:
+    if not uncovered:
+        return ""
+    return " (environment overrides not covered by the allowlist: " + ", ".join(uncovered) + ")"
 
 
 class Denied(Exception):
@@ -35,138 +53,60 @@ class Denied(Exception):
         self.message = message
 
 
-@dataclass
-class Request:
-    argv: list[str]
-    command_text: str
-    preview: str | None
-    cwd: str | None
-    env_overrides: dict[str, str]
-    timeout_ms: float | None
-    agent_id: str | None
-    session_key: str | None
-    run_id: str | None
-    suppress: bool
-    approved: bool
-    decision: str | None
-    plan: dict[str, Any] | None
-    ask_fallback: bool = False  # the operator did not answer in time: the askFallback policy decides
-
-
-def _opt_str(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvokeError("INVALID_REQUEST", f"{name} must be a string")
-    return value.strip() or None
-
-
-def _argv(params: dict[str, Any]) -> list[str]:
-    command = params.get("command")
-    if command is None or (isinstance(command, list) and not command):
-        raise InvokeError("INVALID_REQUEST", "command required")
-    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
-        raise InvokeError("INVALID_REQUEST", "command must be an argv array of strings")
-    if any("\x00" in a for a in command):
-        raise InvokeError("INVALID_REQUEST", "command arguments must not contain NUL bytes")
-    if not command[0]:
-        raise InvokeError("INVALID_REQUEST", "command[0] must name an executable")
-    return list(command)
-
-
-def _command_text(argv: list[str], raw: Any) -> tuple[str, str | None]:
-    """The canonical display text; `rawCommand`, when given, must be it (or the shell payload)."""
-    text = format_exec_command(argv)
-    analysis_preview: str | None = None
-    if is_shell_wrapper(argv):
-        from edgeclaw.capabilities.shell.command import parse_shell_wrapper
-
-        wrapper = parse_shell_wrapper(argv)
-        if wrapper is not None and not wrapper.trailing:
-            analysis_preview = wrapper.payload.strip()
-    raw_text = _opt_str(raw, "rawCommand")
-    if raw_text is not None and raw_text != text and raw_text != analysis_preview:
-        raise InvokeError("INVALID_REQUEST", "rawCommand does not match command")
-    return text, analysis_preview
-
-
-def parse_request(params: dict[str, Any]) -> Request:
-    argv = _argv(params)
-    text, preview = _command_text(argv, params.get("rawCommand"))
-    timeout = params.get("timeoutMs")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-        raise InvokeError("INVALID_REQUEST", "timeoutMs must be a number of milliseconds")
-    env = params.get("env")
-    if env is not None and not isinstance(env, dict):
-        raise InvokeError("INVALID_REQUEST", "env must be an object of strings")
-    try:
-        overrides = check_overrides(env, shell_wrapper=is_shell_wrapper(argv))
-    except EnvRejected as exc:
-        raise InvokeError("INVALID_REQUEST", f"{DENIED}: environment override rejected ({exc})") from None
-    decision = params.get("approvalDecision")
-    if decision is not None and decision not in ("allow-once", "allow-always"):
-        raise InvokeError("INVALID_REQUEST", "approvalDecision must be allow-once or allow-always")
-    source = params.get("approvalSource")
-    if source is not None and source != "ask-fallback":
-        raise InvokeError("INVALID_REQUEST", "approvalSource invalid")
-    if source is not None and (params.get("approved") is not None or decision is not None):
-        raise InvokeError("INVALID_REQUEST", "approvalSource cannot be combined with explicit approval")
-    approved = params.get("approved") is True
-    plan = params.get("systemRunPlan")
-    if plan is not None and not isinstance(plan, dict):
-        raise InvokeError("INVALID_REQUEST", "systemRunPlan invalid")
-    req = Request(
-        argv=argv,
-        command_text=text,
-        preview=preview,
-        cwd=_opt_str(params.get("cwd"), "cwd"),
-        env_overrides=overrides,
-        timeout_ms=timeout,
-        agent_id=_opt_str(params.get("agentId"), "agentId"),
-        session_key=_opt_str(params.get("sessionKey"), "sessionKey"),
-        run_id=_opt_str(params.get("runId"), "runId"),
-        suppress=params.get("suppressNotifyOnExit") is True,
-        approved=approved or decision is not None,
-        decision=decision or ("allow-once" if approved else None),
-        plan=plan,
-        ask_fallback=source == "ask-fallback",
-    )
-    if req.approved or req.ask_fallback:
-        p = plan or {}
-        if not (
-            p.get("argv") == argv
-            and p.get("commandText") == text
-            and _norm(p.get("cwd")) == req.cwd
-            and _norm(p.get("agentId")) == req.agent_id
-            and _norm(p.get("sessionKey")) == req.session_key
-        ):
-            raise InvokeError("INVALID_REQUEST", "explicit approval requires matching systemRunPlan")
-        if not isinstance(p.get("policySnapshot"), dict):
-            raise InvokeError("INVALID_REQUEST", "delayed approval requires a prepared policy snapshot")
-    return req
-
-
-def _norm(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
 class ShellService:
     """Owns the approvals store and the run limiter; the capability's handlers delegate here."""
 
-    def __init__(self, config: Config, services: NodeServices) -> None:
+    def __init__(
+        self, config: Config, services: NodeServices, pinned: tuple[bytes | None] | None = None
+    ) -> None:
+        """`pinned`: the approvals file's bytes as the capability read them at start (so an edit made
+        between start and the first command is not trusted either); None: read the file now."""
         self.config = config
         self.services = services
         self.store = ap.ApprovalsStore(services.state_dir)
         self._lock = asyncio.Lock()  # serialises document writes (set, lastUsedAt, allow-always)
+        self._reported_drift: str | None = None
+        try:
+            self.store.load(pinned[0] if pinned is not None else ap.DISK)
+        except ap.ApprovalsInvalid as exc:
+            log.error("exec approvals: %s", exc)
 
-    def _path_env(self, overrides: dict[str, str]) -> str:
-        return child_environment(overrides).get("PATH", os.defpath)
+    def _path_env(self, _overrides: dict[str, str] | None = None) -> str:
+        """The node's own PATH: a request can never choose where a bare name is looked up."""
+        return child_environment({}).get("PATH", os.defpath)
+
+    async def reload(self) -> None:
+        """SIGHUP: the file on disk is trusted again (an operator edited it on purpose)."""
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self.store.load)
+                self._reported_drift = None
+            except ap.ApprovalsInvalid as exc:
+                log.error("exec approvals: %s", exc)
 
     async def _load(self) -> ap.Snapshot:
         try:
-            return await asyncio.to_thread(self.store.snapshot)
+            snap = self.store.snapshot()
+            drift = await asyncio.to_thread(self.store.drift)
         except ap.ApprovalsInvalid as exc:
             raise InvokeError("UNAVAILABLE", str(exc)) from None
+        if drift is not None and drift != self._reported_drift:
+            self._reported_drift = drift
+            log.warning(
+                "%s was changed behind the node's back (now %s, in force %s); not honoured — use "
+                "system.execApprovals.set or reload the node to accept it",
+                self.store.path,
+                drift[:12],
+                snap.hash[:12],
+            )
+        return snap
+
+    def drift(self) -> str | None:
+        """The file's hash when it differs from the approvals in force (for get, status and doctor)."""
+        try:
+            return self.store.drift()
+        except ap.ApprovalsInvalid:
+            return None
 
     # --- events ---------------------------------------------------------------------------------------
     async def _event(self, event: str, payload: dict[str, Any]) -> None:
@@ -179,9 +119,15 @@ class ShellService:
             "%s sent (runId %s, reason %s): %s", event, payload.get("runId"), payload.get("reason"), reply
         )
 
-    async def _deny(self, req: Request, reason: str, message: str) -> InvokeError:
+    def _after_reply(self, ctx: InvokeContext, event: str, payload: dict[str, Any]) -> None:
+        """Send the event once the invoke's answer is on the wire: the gateway's deadline is for the
+        answer, and an event waits for its own reply (up to 5 s on a slow link)."""
+        ctx.after_reply.append(partial(self._event, event, payload))
+
+    def _deny(self, ctx: InvokeContext, req: Request, reason: str, message: str) -> InvokeError:
         log.warning("system.run denied (%s): %s", reason, req.command_text[:200])
-        await self._event(
+        self._after_reply(
+            ctx,
             "exec.denied",
             {
                 "sessionKey": req.session_key or "node",
@@ -198,13 +144,14 @@ class ShellService:
     async def handle_run(self, ctx: InvokeContext) -> dict[str, Any]:
         req = parse_request(ctx.params)
         try:
-            plan = await self._authorize(req)
+            argv, executable = await self._authorize(req)
         except Denied as exc:
-            raise await self._deny(req, exc.reason, exc.message) from None
+            raise self._deny(ctx, req, exc.reason, exc.message) from None
         env = child_environment(req.env_overrides)
         timeout = req.timeout_ms / 1000 if req.timeout_ms and req.timeout_ms > 0 else None
         result = await run_process(
-            plan,
+            argv,
+            executable=executable,
             cwd=req.cwd,
             env=env,
             timeout=timeout,
@@ -215,7 +162,7 @@ class ShellService:
         if result.deadline_hit:
             raise InvokeError("TIMEOUT", "node invoke timed out; the command's process group was killed")
         if req.run_id:
-            await self._event("exec.finished", self._finished_payload(req, result))
+            self._after_reply(ctx, "exec.finished", self._finished_payload(req, result))
         body: dict[str, Any] = {}
         if result.exit_code is not None:
             body["exitCode"] = result.exit_code
@@ -248,8 +195,8 @@ class ShellService:
         )
         return payload
 
-    async def _authorize(self, req: Request) -> list[str]:
-        """Decide; returns the argv to execute (argv[0] pinned where the allowlist matched) or raises Denied."""
+    async def _authorize(self, req: Request) -> tuple[list[str], str | None]:
+        """Decide; returns the argv to run (argv[0] as given) and the file to execute, or raises Denied."""
         snap = await self._load()
         policy = ap.resolve(snap.file, req.agent_id)
         current = policy.snapshot()
@@ -261,9 +208,10 @@ class ShellService:
         security, ask = policy.security, policy.ask
         if req.ask_fallback:
             security, ask = ap.min_security(security, policy.ask_fallback), "off"
-        analysis = analyze(req.argv, req.cwd, self._path_env(req.env_overrides))
+        analysis = analyze(req.argv, req.cwd, self._path_env())
         used: list[tuple[ap.Rule, Any]] = []
         satisfied = False
+        uncovered: list[str] = []
         if analysis.ok:
             for seg in analysis.segments:
                 rule = ap.match_segment(policy.rules, seg)
@@ -272,16 +220,22 @@ class ShellService:
                     break
                 used.append((rule, seg))
             satisfied = bool(used) and len(used) == len(analysis.segments)
+        if satisfied and req.env_overrides:
+            # an allowlist entry covers the overrides it names; an operator's approval covers the env
+            # the gateway bound into it; nothing else but terminal/locale keys
+            allowed = set.intersection(*(set(r.entry.get("envKeys") or ()) for r, _ in used))
+            uncovered = not_covered(req.env_overrides, allowed)
+            satisfied = not uncovered
         if security == "deny":
             raise Denied("security=deny", "SYSTEM_RUN_DISABLED: security=deny")
         needs_ask = ask == "always" or (ask == "on-miss" and security == "allowlist" and not satisfied)
         if needs_ask and not req.approved:
-            raise Denied("approval-required", f"{DENIED}: approval required")
+            raise Denied("approval-required", f"{DENIED}: approval required" + _env_note(uncovered))
         if security == "allowlist" and not satisfied and not req.approved:
-            raise Denied("allowlist-miss", f"{DENIED}: allowlist miss")
+            raise Denied("allowlist-miss", f"{DENIED}: allowlist miss" + _env_note(uncovered))
         if req.cwd is not None and not (os.path.isdir(req.cwd) and os.access(req.cwd, os.X_OK)):
             raise Denied("cwd-unavailable", f"{DENIED}: working directory does not exist or is inaccessible")
-        argv = self._plan_argv(req, analysis, satisfied and not req.approved)
+        executable = self._plan_executable(req, analysis, satisfied and not req.approved)
         allow_always = None
         if req.approved and req.decision == "allow-always":
             complete, patterns = ap.allow_always_patterns(analysis.segments if analysis.ok else [])
@@ -298,42 +252,41 @@ class ShellService:
                             "approval-state-write-failed", f"{DENIED}: approval state could not be persisted"
                         ) from None
                     log.info("could not record allowlist use: %s", exc)
-        return argv
+        return list(req.argv), executable
 
-    def _plan_argv(self, req: Request, analysis: Analysis, allowlisted: bool) -> list[str]:
-        """Bind what runs to what was checked: pin argv[0] to the file that matched or was approved."""
-        argv = list(req.argv)
-        if analysis.shell is not None:
-            if allowlisted and analysis.shell.trailing:
+    def _plan_executable(self, req: Request, analysis: Analysis, allowlisted: bool) -> str | None:
+        """Bind what runs to what was checked: the real file that matched or was approved is executed,
+        while argv[0] stays as given (a multi-call binary such as xz or busybox picks its applet from it).
+
+        A shell wrapper runs the real system shell its analysis found; a program merely named `sh` that
+        is not one was analysed, and is executed, as a plain command."""
+        if analysis.shell_real is not None:
+            if allowlisted and analysis.shell is not None and analysis.shell.trailing:
                 raise Denied("execution-plan-miss", f"{DENIED}: execution plan mismatch")
-            return argv
+            return analysis.shell_real
         if not analysis.ok or not analysis.segments:
-            return argv
+            return None
         seg = analysis.segments[0]
         if req.approved:
             planned = (req.plan or {}).get("argv") or []
             if planned and os.path.isabs(planned[0]) and seg.resolved is None:
                 # the approved executable vanished between approval and run
                 raise Denied("execution-plan-miss", f"{DENIED}: execution plan mismatch")
-        if seg.real is None:
-            return argv  # not found: the launch reports ENOENT the way OpenClaw does
-        if allowlisted:
-            argv[0] = seg.real
-        return argv
+        return seg.real  # None (not found): the launch reports ENOENT the way OpenClaw does
 
     # --- system.run.prepare ---------------------------------------------------------------------------
     async def handle_prepare(self, ctx: InvokeContext) -> dict[str, Any]:
         params = ctx.params
-        argv = _argv(params)
-        text, preview = _command_text(argv, params.get("rawCommand"))
-        cwd = _opt_str(params.get("cwd"), "cwd")
-        agent_id = _opt_str(params.get("agentId"), "agentId")
-        session_key = _opt_str(params.get("sessionKey"), "sessionKey")
+        argv = parse_argv(params)
+        text, preview = command_text(argv, params.get("rawCommand"))
+        cwd = opt_str(params.get("cwd"), "cwd")
+        agent_id = opt_str(params.get("agentId"), "agentId")
+        session_key = opt_str(params.get("sessionKey"), "sessionKey")
         env = params.get("env")
         if env is not None and not isinstance(env, dict):
             raise InvokeError("INVALID_REQUEST", "env must be an object of strings")
         try:
-            overrides = check_overrides(env, shell_wrapper=is_shell_wrapper(argv))
+            check_overrides(env, shell_wrapper=is_shell_wrapper(argv))
         except EnvRejected as exc:
             raise InvokeError("INVALID_REQUEST", f"{DENIED}: environment override rejected ({exc})") from None
         if cwd is not None:
@@ -342,11 +295,15 @@ class ShellService:
                 raise InvokeError(
                     "INVALID_REQUEST", f"{DENIED}: working directory does not exist or is inaccessible"
                 )
-        analysis = analyze(argv, cwd, self._path_env(overrides))
-        if analysis.shell is None and analysis.ok and analysis.segments and analysis.segments[0].real:
-            argv = [analysis.segments[0].real, *argv[1:]]  # pin the executable the operator approves
+        analysis = analyze(argv, cwd, self._path_env())
+        first = analysis.segments[0] if analysis.ok and analysis.segments else None
+        if analysis.shell is None and first is not None and first.resolved and first.real:
+            # pin the executable the operator approves: the path as invoked (a multi-call binary's
+            # `xzcat`, not the `xz` it links to) unless it has `..` parts, then the real file
+            pinned = first.resolved if first.resolved == os.path.normpath(first.resolved) else first.real
+            argv = [pinned, *argv[1:]]
             text = format_exec_command(argv)
-            analysis = analyze(argv, cwd, self._path_env(overrides))
+            analysis = analyze(argv, cwd, self._path_env())
         snap = await self._load()
         policy = ap.resolve(snap.file, agent_id)
         security, ask = policy.security, policy.ask
@@ -381,6 +338,14 @@ class ShellService:
             raise InvokeError("INVALID_REQUEST", "includeResolvedDefaults must be boolean")
         snap = await self._load()
         payload = snap.payload()
+        drift = self.drift()
+        if drift is not None:
+            payload["externalChange"] = {
+                "honoured": False,
+                "diskHash": drift,
+                "message": "the file was changed outside system.execApprovals.set; the node ignores it "
+                "until it is set through the gateway or the node reloads",
+            }
         if include:
             policy = ap.resolve(snap.file, None)
             payload["resolvedDefaults"] = {
