@@ -1,0 +1,71 @@
+"""SIGTERM/SIGINT: outputs reach their safe state before main() returns, even with a second signal
+mid-stop (under systemd the unit's ExecStopPost= would hide the bug; here nothing rescues it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.fakegateway import FakeGateway
+from tests.unit.daemonharness import running_daemon, wait_until, write_config
+
+
+def relay_pin(daemon: Any) -> Any:
+    return daemon.caps["gpio"].pins["relay"].device.pin
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_stop_signal_puts_outputs_in_safe_state_before_main_returns(
+    tmp_path: Path, gw: FakeGateway, sig: int
+) -> None:
+    path = write_config(tmp_path, gw.url)
+    async with running_daemon(path) as (daemon, task):
+        await gw.wait_hello(1, timeout=10)
+        result = await gw.result_for(await gw.invoke("gpio.write", {"name": "relay", "value": 1}))
+        assert result.get("ok") is True, result
+        pin = relay_pin(daemon)
+        assert pin.state == 1
+        os.kill(os.getpid(), sig)
+        code = await asyncio.wait_for(asyncio.shield(task), 30)
+    assert code == 0
+    assert pin.state == 0, "the relay was left on: stop() did not finish before main() returned"
+    assert daemon.caps == {}
+
+
+@pytest.mark.timeout(60)
+async def test_a_second_sigterm_mid_stop_does_not_abort_it(
+    tmp_path: Path, gw: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop is slow (an invoke still draining); more SIGTERMs (an impatient operator, systemd's
+    KillMode) arrive meanwhile and must neither cut the stop short nor start a second one."""
+    path = write_config(tmp_path, gw.url)
+    async with running_daemon(path) as (daemon, task):
+        await gw.wait_hello(1, timeout=10)
+        await gw.result_for(await gw.invoke("gpio.write", {"name": "relay", "value": 1}))
+        pin = relay_pin(daemon)
+        gpio = daemon.caps["gpio"]
+        real_stop = gpio.stop
+        calls: list[int] = []
+
+        async def slow_stop() -> None:
+            calls.append(1)
+            await asyncio.sleep(0.5)  # the signals below land here
+            await real_stop()
+
+        monkeypatch.setattr(gpio, "stop", slow_stop)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await wait_until(lambda: calls, 10, "capability stop started")
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(0.05)
+        task.cancel()  # even the main task being cancelled must not abandon the outputs
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 30)
+    assert pin.state == 0
+    assert calls == [1]
