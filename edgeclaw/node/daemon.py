@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from types import ModuleType
@@ -15,7 +16,9 @@ from edgeclaw.capabilities.base import Capability
 from edgeclaw.capabilities.registry import load_capability_modules
 from edgeclaw.config import EX_CONFIG, Config, load_config
 from edgeclaw.node.capset import ApplyError, CapabilitySet
+from edgeclaw.node.ladder import Ladder
 from edgeclaw.node.runner import EX_DATAERR, FatalError, NodeRunner
+from edgeclaw.node.waiting import wait_for_valid_config
 from edgeclaw.platform import events
 from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.logsetup import set_level, setup_logging
@@ -53,6 +56,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = asyncio.Event()
         self.capset: CapabilitySet | None = None
+        self.ladder: Ladder | None = None
 
     async def main(self) -> int:
         try:
@@ -82,8 +86,10 @@ class Daemon:
             loop_lag_samples=self.lag_samples,
         )
         self._spawn(self.telemetry.run(), "telemetry")
-        await self.capset.start(self.config.capabilities)
-        runner.set_capabilities(list(self.caps.values()))
+        self.ladder = ladder = Ladder(self)
+        if ladder.begin():
+            log.critical("starting in SAFE MODE: %s", ladder.safe_reason)
+        await ladder.start_capabilities()
         log.info(
             "EdgeClaw node %s (%s) declaring %d commands: %s",
             runner.display_name,
@@ -100,19 +106,33 @@ class Daemon:
         interval = watchdog_interval()
         if interval:
             self._spawn(self._watchdog(interval), "watchdog")
+        self._spawn(ladder.healthy_timer(), "healthy-timer")
         self.notifier.ready(runner.status.line())
+        self._spawn(ladder.announce_safe_mode(), "safe-mode-notify")
         code = 0
         try:
-            await runner.run()
-        except FatalError as exc:
-            log.error("%s", exc)
-            self.notifier.status(f"stopped: {exc}")
-            code = exc.exit_code
+            while True:
+                try:
+                    await runner.run()
+                    break
+                except FatalError as exc:
+                    log.error("%s", exc)
+                    if not self.notifier.enabled:  # in a terminal: exit with the status at once
+                        self.notifier.status(f"stopped: {exc}")
+                        code = exc.exit_code
+                        break
+                    if not await ladder.wait_after_fatal(exc):
+                        break
         finally:
             await self._finish_stop()
             for task in list(self._tasks):
                 task.cancel()
+            ladder.end(code)
         return code
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # stop -----------------------------------------------------------------------------------------
     def _on_stop_signal(self) -> None:
@@ -120,6 +140,8 @@ class Daemon:
             log.info("already stopping; signal ignored")
             return
         self._stopping = True
+        if self.ladder is not None:
+            self.ladder.wake.set()
         # not in self._tasks: main()'s cleanup cancels those, and this one must run to its end
         self._stop_task = asyncio.get_running_loop().create_task(self.stop(), name="stop")
 
@@ -168,7 +190,9 @@ class Daemon:
     # reload ---------------------------------------------------------------------------------------
     def request_reload(self) -> None:
         """SIGHUP: signals that arrive during a reload coalesce into one more reload after it."""
-        if not self._stopping:
+        if self.ladder is not None and self.ladder.waiting:
+            self.ladder.wake.set()  # waiting after a fatal error: try again with the config as it is now
+        elif not self._stopping:
             self._reload_wanted.set()
 
     async def _reload_worker(self) -> None:
@@ -207,14 +231,16 @@ class Daemon:
             log.error("reload failed, keeping the running config: %s", exc)
             return f"reload failed: {exc}"
         before = (runner.declared_commands(), runner.declared_caps())
-        assert self.capset is not None
+        assert self.capset is not None and self.ladder is not None
         try:
-            changed = await self.capset.apply(self.config.capabilities, new.capabilities)
+            changed = await self.capset.apply(self.ladder.applied_sections(), new.capabilities)
         except ApplyError as exc:
             runner.set_capabilities(list(self.caps.values()))
             runner.status.reload_error = str(exc)
             log.error("reload failed, rolled back to the running config: %s", exc)
             return f"reload failed: {exc}"
+        if self.ladder.leave_safe_mode():
+            changed.append("left safe mode")
         runner.set_capabilities(list(self.caps.values()))
         runner.status.reload_error = None
         set_level(new.core.log.level)
@@ -286,13 +312,26 @@ class Daemon:
 
 def run_daemon(config_path: str | None) -> int:
     setup_logging("info")
+    loaded: Config | None = None
+    error: ConfigError | None = None
     try:
-        config = load_config(config_path)
+        loaded = load_config(config_path)
     except ConfigError as exc:
         log.error("%s", exc)
-        return EX_CONFIG
-    setup_logging(config.core.log.level)
-    daemon = Daemon(config, config_path)
+        if not os.environ.get("NOTIFY_SOCKET"):  # in a terminal: say it and exit
+            return EX_CONFIG
+        error = exc  # under systemd: wait for a fix instead of a restart loop (see waiting.py)
+
+    async def main() -> int:
+        config = loaded
+        if config is None:
+            assert error is not None
+            config = await wait_for_valid_config(config_path, error)
+            if config is None:
+                return 0
+        setup_logging(config.core.log.level)
+        return await Daemon(config, config_path).main()
+
     started = time.monotonic()
     try:
         import uvloop
@@ -301,7 +340,7 @@ def run_daemon(config_path: str | None) -> int:
     except ImportError:
         runner_fn = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        code = runner_fn(daemon.main())
+        code = runner_fn(main())
         log.info("exited after %.0f s with status %d", time.monotonic() - started, code)
         return int(code)
     return 0

@@ -20,16 +20,6 @@ from tests.unit.daemonharness import RELAY, running_daemon, wait_until, write_co
 LAMP: dict[str, Any] = {"pin": "GPIO27", "kind": "output", "safe_state": 0}
 
 
-@pytest.fixture
-def notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
-    path = tmp_path / "notify"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    return sock
-
-
 def datagrams(sock: socket.socket) -> list[str]:
     out: list[str] = []
     while True:
