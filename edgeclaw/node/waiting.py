@@ -10,10 +10,10 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edgeclaw.config import Config, load_config, resolve_config_path
-from edgeclaw.platform.systemd import Notifier
+from edgeclaw.platform.systemd import Notifier, watchdog_interval
 from edgeclaw.typedconfig import ConfigError
 
 log = logging.getLogger("edgeclaw.daemon")
@@ -46,8 +46,14 @@ def watched_files(config_path: str | None, config: Config | None) -> list[str | 
     return files
 
 
-async def wait_for_change(files: list[str | None], wake: asyncio.Event, timeout: float) -> str:
-    """Until one of `files` changes, `wake` is set (SIGHUP, stop) or `timeout` passes; says which."""
+async def wait_for_change(
+    files: list[str | None],
+    wake: asyncio.Event,
+    timeout: float,
+    tick: Callable[[], None] | None = None,
+) -> str:
+    """Until one of `files` changes, `wake` is set (SIGHUP, stop) or `timeout` passes; says which.
+    `tick` runs every poll (the watchdog ping of a process with nothing else to do)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     before = _stamp(files)
@@ -57,6 +63,8 @@ async def wait_for_change(files: list[str | None], wake: asyncio.Event, timeout:
             return "signal"
         if _stamp(files) != before:
             return "file changed"
+        if tick is not None:
+            tick()
         left = deadline - loop.time()
         if left <= 0:
             return "backoff elapsed"
@@ -83,7 +91,9 @@ async def wait_for_valid_config(config_path: str | None, first: ConfigError) -> 
     notifier.ready(f"waiting for a valid config: {error}")
     try:
         while True:
-            await wait_for_change(watched_files(config_path, None), wake, 3600.0)
+            # still alive and waiting on purpose: WatchdogSec= must not kill and restart it
+            tick = notifier.watchdog if watchdog_interval() else None
+            await wait_for_change(watched_files(config_path, None), wake, 3600.0, tick)
             if stop.is_set():
                 return None
             notifier.reloading()

@@ -193,6 +193,10 @@ async def test_refused_credentials_under_systemd_wait_with_outputs_safe_then_ret
         assert any(s.startswith("STATUS=waiting: the gateway refused our credentials") for s in statuses), (
             statuses
         )
+        runner = daemon.runner
+        assert runner is not None
+        runner.next_attempt_at = asyncio.get_running_loop().time() - 3600  # long overdue, on purpose
+        assert daemon.health() is None, "the watchdog would kill a node that waits on purpose"
         (tmp_path / "token").write_text("the-fixed-token-000111\n")
         await gw.wait_hello(2, timeout=15)  # the token file changed: it tries again, and connects
         assert gw.connects[-1]["auth"]["token"] == "the-fixed-token-000111"
@@ -224,7 +228,7 @@ async def test_a_broken_config_under_systemd_waits_for_a_fix_then_starts(
     (node.base / "gateway.token").write_text("fake-token-123456\n")
     good = node.config_path.read_text()
     node.config_path.write_text(good + "\nnode_typo: 1\n")
-    node.start()  # inherits NOTIFY_SOCKET
+    node.start({"WATCHDOG_USEC": "1000000"})  # inherits NOTIFY_SOCKET; WatchdogSec=1
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
@@ -235,6 +239,10 @@ async def test_a_broken_config_under_systemd_waits_for_a_fix_then_starts(
             seen += datagrams(notify)
             await asyncio.sleep(0.05)
         assert any("node_typo" in m for m in seen)
+        await asyncio.sleep(2.0)
+        seen += datagrams(notify)
+        # a process that waits on purpose keeps pinging, or WatchdogSec= would kill it into a loop
+        assert seen.count("WATCHDOG=1") >= 2, seen
         node.config_path.write_text(good)
         await gw.wait_hello(1, timeout=30)
     finally:
