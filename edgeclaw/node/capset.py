@@ -83,8 +83,9 @@ class CapabilitySet:
     async def stop_all(self) -> None:
         """Every capability to its safe state and released, in reverse start order."""
         for key in reversed(list(self.caps)):
-            cap = self.caps.pop(key)
-            await stop_safely(cap, key)
+            cap = self.caps.pop(key, None)  # another stop may have taken it meanwhile
+            if cap is not None:
+                await stop_safely(cap, key)
 
     def _plan(self, key: str, old: Any, new: Any) -> _Step | None:
         enabled = bool(getattr(new, "enabled", False))

@@ -139,13 +139,23 @@ class Daemon:
         if self._stop_task is not None:
             log.info("already stopping; signal ignored")
             return
-        self._stopping = True
-        if self.ladder is not None:
-            self.ladder.wake.set()
-        # not in self._tasks: main()'s cleanup cancels those, and this one must run to its end
-        self._stop_task = asyncio.get_running_loop().create_task(self.stop(), name="stop")
+        self._begin_stop()
+
+    def _begin_stop(self) -> asyncio.Task[None]:
+        """The one stop sequence; later requests join it. Not in self._tasks: main()'s cleanup cancels
+        those, and this one must run to its end."""
+        if self._stop_task is None:
+            self._stopping = True
+            if self.ladder is not None:
+                self.ladder.wake.set()
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop_sequence(), name="stop")
+        return self._stop_task
 
     async def stop(self) -> None:
+        """Stop as SIGTERM does (e.g. `edgeclaw pair` when approved); returns when outputs are safe."""
+        await asyncio.shield(self._begin_stop())
+
+    async def _stop_sequence(self) -> None:
         """Stop taking invokes, drain (bounded), every output to its safe state, then close."""
         runner = self.runner
         self.notifier.stopping()
@@ -218,7 +228,8 @@ class Daemon:
                 log.exception("reload failed, keeping the running config")
                 outcome = f"reload failed: {runner.status.reload_error}"
             finally:
-                self.notifier.ready(f"{outcome} · {runner.status.line()}"[:400])
+                line = runner.status.line()  # a failure is already its prefix ("reload failed: why")
+                self.notifier.ready(line if runner.status.reload_error else f"{outcome} · {line}")
                 runner.status_file.write(runner.status, force=True)
 
     async def _reload_locked(self, runner: NodeRunner) -> str:

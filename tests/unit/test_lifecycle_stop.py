@@ -69,3 +69,23 @@ async def test_a_second_sigterm_mid_stop_does_not_abort_it(
             await asyncio.wait_for(asyncio.shield(task), 30)
     assert pin.state == 0
     assert calls == [1]
+
+
+@pytest.mark.timeout(60)
+async def test_stop_from_code_and_a_signal_together_run_one_stop(
+    tmp_path: Path, gw: FakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`edgeclaw pair` calls Daemon.stop() while main() runs; with a SIGTERM on top, two stop sequences
+    raced over the same capabilities (KeyError from the second, found by the systemd tier)."""
+    path = write_config(tmp_path, gw.url, shell={"enabled": True})
+    async with running_daemon(path) as (daemon, task):
+        await gw.wait_hello(1, timeout=10)
+        await gw.result_for(await gw.invoke("gpio.write", {"name": "relay", "value": 1}))
+        pin = relay_pin(daemon)
+        stopper = asyncio.get_running_loop().create_task(daemon.stop())
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stopper, 30)
+        assert pin.state == 0  # stop() returned: the outputs are safe by then
+        assert await asyncio.wait_for(asyncio.shield(task), 30) == 0
+    assert "Traceback" not in caplog.text and "stopping failed" not in caplog.text
+    assert caplog.text.count("stopping: draining") == 1
