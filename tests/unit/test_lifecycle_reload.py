@@ -183,3 +183,33 @@ async def test_display_name_and_token_are_reread_and_announced_by_a_reconnect(
         assert gw.connects[-1]["client"]["displayName"] == "Garage Pi"
         assert gw.connects[-1]["auth"]["token"] == "rotated-token-654321"
         assert daemon.runner is not None and daemon.runner.status.display_name == "Garage Pi"
+
+
+@pytest.mark.timeout(60)
+async def test_a_reload_whose_state_write_fails_keeps_one_set_and_says_why(
+    tmp_path: Path, gw: FakeGateway, notify: socket.socket
+) -> None:
+    """A real state-dir write failure, no mock: the shell's approvals roll-out (security: deny) cannot be
+    written. system (applied before shell) must roll back too; READY=1 follows with the error."""
+    path = write_config(tmp_path, gw.url, shell={"enabled": True})
+    async with running_daemon(path) as (daemon, _task):
+        await gw.wait_hello(1, timeout=10)
+        datagrams(notify)
+        system_before = daemon.caps["system"]
+        blocker = tmp_path / "state" / f".exec-approvals.json.tmp-{os.getpid()}"
+        blocker.mkdir(parents=True)  # the atomic write's temp file cannot be created: EISDIR
+        (blocker / "x").write_text("x")
+        write_config(
+            tmp_path,
+            gw.url,
+            system={"notify_hook": ["/bin/true"]},
+            shell={"enabled": True, "approvals": {"version": 1, "defaults": {"security": "deny"}}},
+        )
+        os.kill(os.getpid(), signal.SIGHUP)
+        _seen, status = await wait_ready_after_reload(notify)
+        assert status.startswith("reload failed: shell reloaded: IsADirectoryError"), status
+        assert daemon.caps["system"] is system_before and daemon.caps["system"].config.notify_hook == []
+        assert daemon.caps["shell"].config.approvals is None
+        assert daemon.runner is not None
+        names = [cap.manifest.name for cap in daemon.runner.capabilities]
+        assert len(names) == len(set(names)) == len(daemon.caps)  # one set, no orphan beside it
