@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.fakegateway import FakeGateway
-from tests.unit.daemonharness import running_daemon, wait_until, write_config
+from tests.unit.daemonharness import RELAY, running_daemon, wait_until, write_config
 
 
 def relay_pin(daemon: Any) -> Any:
@@ -89,3 +89,31 @@ async def test_stop_from_code_and_a_signal_together_run_one_stop(
         assert await asyncio.wait_for(asyncio.shield(task), 30) == 0
     assert "Traceback" not in caplog.text and "stopping failed" not in caplog.text
     assert caplog.text.count("stopping: draining") == 1
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_to_the_process_sets_the_relay_safe_before_it_exits(
+    tmp_path: Path, gw: FakeGateway
+) -> None:
+    """The same across the process boundary, no systemd (no ExecStopPost= to rescue it): `edgeclaw run`
+    on a simulated board, relay driven to 1 by an invoke, SIGTERM; the safe write is logged before exit."""
+    from tests.support.node import NodeProcess
+
+    node = NodeProcess(
+        tmp_path / "node",
+        None,
+        url=gw.url,
+        extra={"gpio": {"enabled": True, "pins": {"relay": RELAY}}, "telemetry": {"textfile": None}},
+    )
+    (node.base / "gateway.token").write_text("fake-token-123456\n")
+    node.start()
+    try:
+        await gw.wait_hello(1, timeout=30)
+        result = await gw.result_for(await gw.invoke("gpio.write", {"name": "relay", "value": 1}))
+        assert result.get("ok") is True, result
+    finally:
+        code = node.stop(signal.SIGTERM, timeout=30)
+    log = node.log()
+    assert code == 0, log[-3000:]
+    assert "gpio safe stop: relay = 0" in log, log[-3000:]
+    assert log.index("gpio safe stop: relay = 0") < log.index("exited after")
