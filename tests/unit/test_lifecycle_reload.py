@@ -213,3 +213,27 @@ async def test_a_reload_whose_state_write_fails_keeps_one_set_and_says_why(
         assert daemon.runner is not None
         names = [cap.manifest.name for cap in daemon.runner.capabilities]
         assert len(names) == len(set(names)) == len(daemon.caps)  # one set, no orphan beside it
+
+
+@pytest.mark.timeout(60)
+async def test_reload_ok_is_news_and_the_connection_shows_again_after_it(
+    tmp_path: Path, gw: FakeGateway, notify: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """READY=1 carries "reload ok (…) · connected …"; the periodic refresh must put "connected to …" back
+    (it compared with its own last text, still "connected to …", and never resent it: the systemd tier
+    saw STATUS= stuck at "reload ok")."""
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # STATUS= refreshed every 0.5 s
+    path = write_config(tmp_path, gw.url)
+    async with running_daemon(path) as (_daemon, _task):
+        await gw.wait_hello(1, timeout=10)
+        await wait_until(
+            lambda: any(m.startswith("STATUS=connected to") for m in datagrams(notify)), 10, "connected"
+        )
+        write_config(tmp_path, gw.url, log={"level": "debug"})  # no manifest change: no reconnect
+        os.kill(os.getpid(), signal.SIGHUP)
+        _seen, status = await wait_ready_after_reload(notify)
+        assert status.startswith("reload ok ("), status
+        await wait_until(
+            lambda: any(m.startswith("STATUS=connected to") for m in datagrams(notify)), 10, "STATUS= refresh"
+        )
+        assert gw.hello_count == 1
