@@ -36,6 +36,7 @@ class Ladder:
         self.wake = asyncio.Event()  # SIGHUP or stop while waiting after a fatal error
         self.waiting = False
         self._notified: set[str] = set()
+        self._fatal_attempt = 0  # grows while nothing changes; a fix (file, reload) starts it over
 
     # crash-loop safe mode ---------------------------------------------------------------------------
     def begin(self) -> str | None:
@@ -111,11 +112,10 @@ class Ladder:
         d.caps.pop(SAFE_KEY, None)
         runner.set_capabilities([])
         await self._notify_once("EdgeClaw node cannot connect", str(exc))
-        attempt = 0
         self.waiting = True
         try:
             while not d.stopping:
-                delay = retry_delay(attempt)
+                delay = retry_delay(self._fatal_attempt)
                 runner.status.waiting_for = (
                     f"{exc} (exit status {exc.exit_code} would not help); trying again when the config or "
                     f"token file changes, on `systemctl reload edgeclaw`, or in {delay:.0f} s"
@@ -125,7 +125,7 @@ class Ladder:
                 why = await wait_for_change(watched_files(d.config_path, d.config), self.wake, delay)
                 if d.stopping:
                     return False
-                attempt += 1
+                self._fatal_attempt = self._fatal_attempt + 1 if why == "backoff elapsed" else 0
                 try:
                     new = load_config(d.config_path)
                 except ConfigError as err:

@@ -248,3 +248,56 @@ async def test_a_broken_config_under_systemd_waits_for_a_fix_then_starts(
     finally:
         code = node.stop()
     assert code == 0
+
+
+async def test_the_fatal_retry_backs_off_while_nothing_changes_and_restarts_after_a_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retrying a refused credential every 5 min forever would hammer the gateway; each unchanged retry
+    waits longer (to hourly), and a changed file or a reload starts the ladder over."""
+    from edgeclaw.node import ladder as ladder_mod
+    from edgeclaw.node.runner import FatalError
+
+    waits: list[float] = []
+    reasons = iter(
+        ["backoff elapsed", "backoff elapsed", "backoff elapsed", "backoff elapsed", "file changed"]
+    )
+
+    async def fake_wait(files: Any, wake: Any, timeout: float, tick: Any = None) -> str:
+        waits.append(timeout)
+        return next(reasons)
+
+    class FakeCapset:
+        async def stop_all(self) -> None: ...
+
+    class FakeRunner:
+        def __init__(self) -> None:
+            from edgeclaw.node.status import NodeStatus
+
+            self.status = NodeStatus()
+            self.status_file = type("F", (), {"write": lambda *a, **k: None})()
+
+        def set_capabilities(self, caps: list[Any]) -> None: ...
+
+        def update_config(self, config: Any) -> list[str]:
+            return []
+
+    path = write_config(tmp_path, "ws://127.0.0.1:9")
+    from edgeclaw.config import load_config
+
+    daemon = type("D", (), {})()
+    daemon.config = load_config(str(path))
+    daemon.config_path = str(path)
+    daemon.capset = FakeCapset()
+    daemon.caps = {}
+    daemon.runner = FakeRunner()
+    daemon.stopping = False
+    daemon.state = type("S", (), {"path": tmp_path / "state"})()
+    daemon.notifier = type("N", (), {"status": lambda *a: None})()
+    monkeypatch.setattr(ladder_mod, "wait_for_change", fake_wait)
+    lad = ladder_mod.Ladder(daemon)  # type: ignore[arg-type]
+    monkeypatch.setattr(lad, "start_capabilities", lambda: asyncio.sleep(0))
+    for _ in range(5):
+        assert await lad.wait_after_fatal(FatalError(77, "refused")) is True
+    assert waits == [300.0, 600.0, 1800.0, 3600.0, 3600.0]
+    assert lad._fatal_attempt == 0  # the file changed: the next wait is short again
