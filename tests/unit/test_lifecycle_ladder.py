@@ -130,7 +130,9 @@ async def test_edgeclaw_logs_is_bounded_and_never_returns_a_secret(tmp_path: Pat
         assert result.get("ok") is True, result
         payload = json.loads(result["payloadJSON"])
         assert payload["safeMode"] is True and len(payload["lines"]) == 200
-        assert payload["lines"][-1].endswith("filler line 499")
+        # the newest lines (the node's own may interleave with the filler)
+        assert any(line.endswith("filler line 499") for line in payload["lines"][-5:])
+        assert not any(line.endswith("filler line 299") for line in payload["lines"])  # bounded: old gone
         few = json.loads((await gw.result_for(await gw.invoke("edgeclaw.logs", {})))["payloadJSON"])
         assert len(few["lines"]) == 50
         # the secrets are well within the buffer when asked for the head of it

@@ -4,6 +4,7 @@ mid-stop (under systemd the unit's ExecStopPost= would hide the bug; here nothin
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -77,6 +78,7 @@ async def test_stop_from_code_and_a_signal_together_run_one_stop(
 ) -> None:
     """`edgeclaw pair` calls Daemon.stop() while main() runs; with a SIGTERM on top, two stop sequences
     raced over the same capabilities (KeyError from the second, found by the systemd tier)."""
+    caplog.set_level(logging.INFO)
     path = write_config(tmp_path, gw.url, shell={"enabled": True})
     async with running_daemon(path) as (daemon, task):
         await gw.wait_hello(1, timeout=10)
