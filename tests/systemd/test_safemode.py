@@ -88,3 +88,31 @@ def test_k_failed_starts_bring_safe_mode_and_a_healthy_run_clears_it(sd_node: No
         sd_node.write_config(original)
         sd_node.ct.exec(["systemctl", "restart", "edgeclaw"], timeout=60, check=False)
     sd_node.wait_connected(60)
+
+
+def test_a_broken_config_waits_up_instead_of_exiting_78_then_starts_when_fixed(sd_node: Node) -> None:
+    """78 used to end the unit (RestartPreventExitStatus): the board stayed down until someone came.
+    Now it stays active, says what is wrong, keeps the watchdog fed, and starts once the file is fixed."""
+    original = sd_node.config()
+    try:
+        sd_node.write_config(original + "\nnode_typo: 1\n")
+        before = sd_node.show()
+        sd_node.ct.exec(["systemctl", "restart", "edgeclaw"], timeout=60)  # returns at READY=1
+        status = wait_for(
+            lambda: (t := sd_node.status_text()).startswith("waiting for a valid config") and t,
+            30,
+            what="STATUS= waiting for a valid config",
+        )
+        report(f"STATUS with a broken config: {status}")
+        assert "node_typo" in status
+        time.sleep(6)  # longer than the test unit's WatchdogSec=4: a waiting node must keep pinging
+        s = sd_node.show()
+        assert s["ActiveState"] == "active" and s["NRestarts"] == before["NRestarts"], s
+        t0 = time.monotonic()
+        sd_node.write_config(original)
+        after = sd_node.wait_connected(60)
+        report(f"config fixed -> connected in {time.monotonic() - t0:.1f} s, same process, no restart")
+        assert after["MainPID"] == s["MainPID"] and after["NRestarts"] == before["NRestarts"]
+    finally:
+        sd_node.write_config(original)
+    sd_node.wait_connected(60)
