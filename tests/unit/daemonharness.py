@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -63,7 +61,7 @@ async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "conditi
 
 @contextlib.asynccontextmanager
 async def running_daemon(config_path: Path) -> AsyncIterator[tuple[Daemon, asyncio.Task[int]]]:
-    """The daemon's main() as a task; on exit it is stopped with SIGTERM (bounded) if still running."""
+    """The daemon's main() as a task; on exit it is stopped as by SIGTERM (bounded) if still running."""
     daemon = Daemon(load_config(str(config_path)), str(config_path))
     task = asyncio.get_running_loop().create_task(daemon.main())
     try:
@@ -72,7 +70,7 @@ async def running_daemon(config_path: Path) -> AsyncIterator[tuple[Daemon, async
         yield daemon, task
     finally:
         if not task.done():
-            os.kill(os.getpid(), signal.SIGTERM)
+            daemon._on_stop_signal()  # what SIGTERM does, without risking a signal to pytest itself
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), 30)
         if not task.done():
