@@ -87,9 +87,10 @@ class Daemon:
         )
         self._spawn(self.telemetry.run(), "telemetry")
         self.ladder = ladder = Ladder(self)
-        if ladder.begin():
-            log.critical("starting in SAFE MODE: %s", ladder.safe_reason)
+        ladder.begin()
         await ladder.start_capabilities()
+        if ladder.safe_reason:  # after start_capabilities, so edgeclaw.logs has this line too
+            log.critical("starting in SAFE MODE: %s", ladder.safe_reason)
         log.info(
             "EdgeClaw node %s (%s) declaring %d commands: %s",
             runner.display_name,

@@ -59,7 +59,8 @@ class Ladder:
             if self.tail is None:
                 self.tail = LogTail()
                 logging.getLogger().addHandler(self.tail)
-            d.caps[SAFE_KEY] = SafeModeCapability(self.safe_reason, self.tail, d.runner)
+            starts = [dict(e) for e in self.history.entries]
+            d.caps[SAFE_KEY] = SafeModeCapability(self.safe_reason, self.tail, d.runner, starts)
             d.runner.status.safe_mode = self.safe_reason
         d.runner.set_capabilities(list(d.caps.values()))
 
@@ -101,6 +102,9 @@ class Ladder:
 
     def end(self, code: int) -> None:
         self.history.mark("stopped" if code == 0 else "failed")
+        if self.tail is not None:
+            logging.getLogger().removeHandler(self.tail)
+            self.tail = None
 
     # waiting after a fatal error -------------------------------------------------------------------
     async def wait_after_fatal(self, exc: FatalError) -> bool:

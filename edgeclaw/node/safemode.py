@@ -71,10 +71,13 @@ MANIFEST = CapabilityManifest(
 class SafeModeCapability(Capability):
     manifest = MANIFEST
 
-    def __init__(self, reason: str, tail: LogTail, services: NodeServices) -> None:
+    def __init__(
+        self, reason: str, tail: LogTail, services: NodeServices, starts: list[dict[str, Any]]
+    ) -> None:
         super().__init__(None, services)
         self.reason = reason
         self.tail = tail
+        self.starts = starts  # the record that tripped safe mode: when, which pid, what became of it
 
     def handlers(self) -> dict[str, Handler]:
         return {"edgeclaw.logs": self._logs}
@@ -84,7 +87,12 @@ class SafeModeCapability(Capability):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvokeError("INVALID_REQUEST", "lines must be a positive integer")
         count = min(count, LOGS_MAX_LINES)
-        return {"safeMode": True, "reason": self.reason, "lines": self.tail.tail(count)}
+        return {
+            "safeMode": True,
+            "reason": self.reason,
+            "starts": self.starts,
+            "lines": self.tail.tail(count),
+        }
 
 
 async def notify_owner(title: str, body: str, hook: list[str]) -> None:

@@ -121,6 +121,10 @@ async def test_edgeclaw_logs_is_bounded_and_never_returns_a_secret(tmp_path: Pat
     path = write_config(tmp_path, gw.url, node={"safe_mode": SAFE})
     async with running_daemon(path) as (_daemon, _task):
         await gw.wait_hello(1, timeout=10)
+        first = json.loads(
+            (await gw.result_for(await gw.invoke("edgeclaw.logs", {"lines": 200})))["payloadJSON"]
+        )
+        assert any("starting in SAFE MODE: the node failed to start 3 times" in x for x in first["lines"])
         noisy = logging.getLogger("edgeclaw.test")
         noisy.warning("connect failed with token seeded-gateway-token-9f8e7d6c")
         noisy.warning("hook said api_key=sk-live-unregistered-123456 and Authorization: Bearer abcdef123456")
@@ -130,6 +134,7 @@ async def test_edgeclaw_logs_is_bounded_and_never_returns_a_secret(tmp_path: Pat
         assert result.get("ok") is True, result
         payload = json.loads(result["payloadJSON"])
         assert payload["safeMode"] is True and len(payload["lines"]) == 200
+        assert [e["outcome"] for e in payload["starts"]] == ["running"] * 4  # 3 that died, and this one
         # the newest lines (the node's own may interleave with the filler)
         assert any(line.endswith("filler line 499") for line in payload["lines"][-5:])
         assert not any(line.endswith("filler line 299") for line in payload["lines"])  # bounded: old gone
