@@ -126,6 +126,8 @@ def _print_status(doc: dict[str, Any]) -> None:
         ("gateway ticks", _ticks(doc)),
         ("event-loop lag", _lag(doc.get("loop_lag_ms") or {})),
         ("last error", doc.get("last_error")),
+        ("safe mode", doc.get("safe_mode")),
+        ("waiting for", doc.get("waiting_for")),
         ("reload error", doc.get("reload_error")),
         ("config error", doc.get("config_error")),
         ("identity error", doc.get("identity_error")),

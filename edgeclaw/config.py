@@ -49,6 +49,25 @@ class GatewayConfig:
 
 
 @dataclass
+class SafeModeConfig:
+    """Crash-loop safe mode: `failed_starts` starts within `window_s` that died before running
+    `healthy_after_s` seconds start the node in safe mode (see README, "Crash loops")."""
+
+    enabled: bool = True
+    failed_starts: int = 3  # below the unit's StartLimitBurst=10, so safe mode comes before systemd gives up
+    window_s: float = 900.0
+    healthy_after_s: float = 60.0
+
+    def validate(self) -> None:
+        if not 1 <= self.failed_starts <= 100:
+            raise ConfigError("must be between 1 and 100", key="node.safe_mode.failed_starts")
+        if not 10 <= self.window_s <= 7 * 86400:
+            raise ConfigError("must be between 10 s and 7 days", key="node.safe_mode.window_s")
+        if not 1 <= self.healthy_after_s <= 86400:
+            raise ConfigError("must be between 1 s and 1 day", key="node.safe_mode.healthy_after_s")
+
+
+@dataclass
 class NodeConfig:
     display_name: str = ""
     state_dir: str = "/var/lib/edgeclaw"
@@ -57,6 +76,7 @@ class NodeConfig:
     max_concurrent_invokes: int = 16
     invoke_queue: int = 64
     stats_interval_s: float = 60.0
+    safe_mode: SafeModeConfig = field(default_factory=SafeModeConfig)
 
     def validate(self) -> None:
         if self.max_concurrent_invokes < 1 or self.invoke_queue < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from types import ModuleType
@@ -14,7 +15,10 @@ from edgeclaw import __version__
 from edgeclaw.capabilities.base import Capability
 from edgeclaw.capabilities.registry import load_capability_modules
 from edgeclaw.config import EX_CONFIG, Config, load_config
+from edgeclaw.node.capset import ApplyError, CapabilitySet
+from edgeclaw.node.ladder import Ladder
 from edgeclaw.node.runner import EX_DATAERR, FatalError, NodeRunner
+from edgeclaw.node.waiting import wait_for_valid_config
 from edgeclaw.platform import events
 from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.logsetup import set_level, setup_logging
@@ -31,6 +35,7 @@ LAG_SAMPLE_BUSY_S = 0.05  # while invokes run: that is when a stall hurts, and t
 LAG_SUMMARY_S = 2.0
 LAG_UNHEALTHY_S = 5.0
 DRAIN_TIMEOUT_S = 20.0
+RELOAD_WAIT_S = 30.0  # a stop waits this long for a reload in progress
 
 
 class Daemon:
@@ -48,6 +53,11 @@ class Daemon:
         self.lag_samples = LoopLag()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._stop_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reload_wanted = asyncio.Event()
+        self.capset: CapabilitySet | None = None
+        self.ladder: Ladder | None = None
 
     async def main(self) -> int:
         try:
@@ -64,6 +74,8 @@ class Daemon:
             return EX_CONFIG
         runner = NodeRunner(self.config, identity, self.state, bus=self.bus)
         self.runner = runner
+        self.capset = CapabilitySet(self.modules, runner, serve=self.serve)
+        self.caps = self.capset.caps
         self.bus.subscribe(self._on_bus)
         self.telemetry = Telemetry(
             self.config.core.telemetry,
@@ -75,7 +87,11 @@ class Daemon:
             loop_lag_samples=self.lag_samples,
         )
         self._spawn(self.telemetry.run(), "telemetry")
-        await self._apply_capabilities(self.config)
+        self.ladder = ladder = Ladder(self)
+        ladder.begin()
+        await ladder.start_capabilities()
+        if ladder.safe_reason:  # after start_capabilities, so edgeclaw.logs has this line too
+            log.critical("starting in SAFE MODE: %s", ladder.safe_reason)
         log.info(
             "EdgeClaw node %s (%s) declaring %d commands: %s",
             runner.display_name,
@@ -86,96 +102,174 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(), "reload"))
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._spawn(self._reload_worker(), "reload")
         self._spawn(self._lag_monitor(), "loop-lag")
         interval = watchdog_interval()
         if interval:
             self._spawn(self._watchdog(interval), "watchdog")
+        self._spawn(ladder.healthy_timer(), "healthy-timer")
         self.notifier.ready(runner.status.line())
+        self._spawn(ladder.announce_safe_mode(), "safe-mode-notify")
+        code = 0
         try:
-            await runner.run()
-        except FatalError as exc:
-            log.error("%s", exc)
-            self.notifier.status(f"stopped: {exc}")
-            await self._stop_capabilities()
-            return exc.exit_code
+            while True:
+                try:
+                    await runner.run()
+                    break
+                except FatalError as exc:
+                    log.error("%s", exc)
+                    if not self.notifier.enabled:  # in a terminal: exit with the status at once
+                        self.notifier.status(f"stopped: {exc}")
+                        code = exc.exit_code
+                        break
+                    if not await ladder.wait_after_fatal(exc):
+                        break
         finally:
+            await self._finish_stop()
             for task in list(self._tasks):
                 task.cancel()
-        return 0
+            ladder.end(code)
+        return code
 
-    # capabilities ---------------------------------------------------------------------------------
-    async def _apply_capabilities(self, config: Config) -> None:
-        assert self.runner is not None
-        for key, module in self.modules.items():
-            section = config.capabilities.get(key)
-            enabled = bool(getattr(section, "enabled", False))
-            current = self.caps.get(key)
-            if current is not None and not enabled:
-                await _safe(current.stop(), f"{key}: stop")
-                del self.caps[key]
-            elif current is not None:
-                await current.reload(section)
-            elif enabled:
-                try:
-                    cap = module.create(section, self.runner)
-                    if not self.serve:
-                        from edgeclaw.node.paironly import DeclareOnly
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
-                        cap = DeclareOnly(cap)
-                    await cap.start()
-                except Exception as exc:
-                    log.error("capability %s failed to start and is left out: %s", key, exc)
-                    continue
-                self.caps[key] = cap
-        self.runner.set_capabilities(list(self.caps.values()))
-
-    async def _stop_capabilities(self) -> None:
-        for key, cap in list(self.caps.items()):
-            await _safe(cap.stop(), f"{key}: stop")
-
-    # signals --------------------------------------------------------------------------------------
+    # stop -----------------------------------------------------------------------------------------
     def _on_stop_signal(self) -> None:
-        if self._stopping:
+        if self._stop_task is not None:
+            log.info("already stopping; signal ignored")
             return
-        self._stopping = True
-        self._spawn(self.stop(), "stop")
+        self._begin_stop()
+
+    def _begin_stop(self) -> asyncio.Task[None]:
+        """The one stop sequence; later requests join it. Not in self._tasks: main()'s cleanup cancels
+        those, and this one must run to its end."""
+        if self._stop_task is None:
+            self._stopping = True
+            if self.ladder is not None:
+                self.ladder.wake.set()
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop_sequence(), name="stop")
+        return self._stop_task
 
     async def stop(self) -> None:
-        assert self.runner is not None
-        log.info("stopping: draining in-flight invokes (up to %.0f s)", DRAIN_TIMEOUT_S)
+        """Stop as SIGTERM does (e.g. `edgeclaw pair` when approved); returns when outputs are safe."""
+        await asyncio.shield(self._begin_stop())
+
+    async def _stop_sequence(self) -> None:
+        """Stop taking invokes, drain (bounded), every output to its safe state, then close."""
+        runner = self.runner
         self.notifier.stopping()
-        await self.runner.shutdown(DRAIN_TIMEOUT_S)
+        if runner is not None:
+            log.info("stopping: draining in-flight invokes (up to %.0f s)", DRAIN_TIMEOUT_S)
+            try:
+                await runner.shutdown(DRAIN_TIMEOUT_S)
+            except Exception as exc:  # the capabilities below must stop whatever happened here
+                log.error("closing the session failed: %s", exc)
         await self._stop_capabilities()
 
+    async def _finish_stop(self) -> None:
+        """Whatever ended runner.run() (a signal, a fatal error, cancellation), outputs reach their safe
+        state before main() returns; cancelling main() meanwhile is deferred until they have."""
+        if self._stop_task is None:
+            self._stopping = True
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop_capabilities(), name="stop")
+        cancelled = False
+        while not self._stop_task.done():
+            try:
+                await asyncio.shield(self._stop_task)
+            except asyncio.CancelledError:
+                cancelled = True
+        if not self._stop_task.cancelled() and self._stop_task.exception() is not None:
+            log.error("stopping failed: %r", self._stop_task.exception())
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _stop_capabilities(self) -> None:
+        # a reload in progress finishes first (bounded), so the set stopped is the one that stays
+        try:
+            await asyncio.wait_for(self._reload_lock.acquire(), RELOAD_WAIT_S)
+        except TimeoutError:
+            log.error("a reload did not finish within %.0f s; stopping anyway", RELOAD_WAIT_S)
+        else:
+            self._reload_lock.release()
+        if self.capset is not None:
+            await self.capset.stop_all()
+        if self.runner is not None:
+            self.runner.set_capabilities([])
+
+    # reload ---------------------------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """SIGHUP: signals that arrive during a reload coalesce into one more reload after it."""
+        if self.ladder is not None and self.ladder.waiting:
+            self.ladder.wake.set()  # waiting after a fatal error: try again with the config as it is now
+        elif not self._stopping:
+            self._reload_wanted.set()
+
+    async def _reload_worker(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            await self.reload()
+
     async def reload(self) -> None:
-        """SIGHUP: re-read config; a broken config keeps the old one running and says why."""
+        """Re-read the config; validate all of it, apply all or nothing, always end with READY=1 and a
+        STATUS= saying what happened. A broken config keeps the old one running and says why."""
         assert self.runner is not None
-        runner = self.runner
-        self.notifier.reloading()
+        async with self._reload_lock:
+            if self._stopping:
+                return
+            runner = self.runner
+            self.notifier.reloading()
+            outcome = "reload failed: internal error"
+            try:
+                outcome = await self._reload_locked(runner)
+            except Exception as exc:  # never leave systemd at RELOADING=1
+                runner.status.reload_error = f"{type(exc).__name__}: {exc}"
+                log.exception("reload failed, keeping the running config")
+                outcome = f"reload failed: {runner.status.reload_error}"
+            finally:
+                line = runner.status.line()  # a failure is already its prefix ("reload failed: why")
+                self.notifier.ready(line if runner.status.reload_error else f"{outcome} · {line}")
+                runner.status_file.write(runner.status, force=True)
+
+    async def _reload_locked(self, runner: NodeRunner) -> str:
         try:
             new = load_config(self.config_path)
             if new.gateway.url != self.config.gateway.url or new.state_dir != self.config.state_dir:
                 raise ConfigError("gateway.url and node.state_dir change only with a restart")
-            before = (runner.declared_commands(), runner.declared_caps())
-            set_level(new.core.log.level)
-            await self._apply_capabilities(new)
-            await self.telemetry.reload(new.core.telemetry)
         except (ConfigError, ValueError) as exc:
             runner.status.reload_error = str(exc)
             log.error("reload failed, keeping the running config: %s", exc)
-        else:
-            runner.status.reload_error = None
-            self.config = new
-            runner.config = new
-            after = (runner.declared_commands(), runner.declared_caps())
-            if after != before:
-                runner.request_reconnect("node manifest changed")
-            elif runner.is_connected():
-                await runner.publish_tools()
-            log.info("configuration reloaded from %s", new.path)
-        self.notifier.ready(runner.status.line())
-        runner.status_file.write(runner.status, force=True)
+            return f"reload failed: {exc}"
+        before = (runner.declared_commands(), runner.declared_caps())
+        assert self.capset is not None and self.ladder is not None
+        try:
+            changed = await self.capset.apply(self.ladder.applied_sections(), new.capabilities)
+        except ApplyError as exc:
+            runner.set_capabilities(list(self.caps.values()))
+            runner.status.reload_error = str(exc)
+            log.error("reload failed, rolled back to the running config: %s", exc)
+            return f"reload failed: {exc}"
+        if self.ladder.leave_safe_mode():
+            changed.append("left safe mode")
+        runner.set_capabilities(list(self.caps.values()))
+        runner.status.reload_error = None
+        set_level(new.core.log.level)
+        await self.telemetry.reload(new.core.telemetry)
+        self.config = new
+        changed += runner.update_config(new)
+        after = (runner.declared_commands(), runner.declared_caps())
+        if after != before:
+            changed.append("node manifest changed")
+        reconnect = [c for c in changed if not c.endswith(("reloaded", "enabled", "disabled"))]
+        if reconnect:
+            runner.request_reconnect(", ".join(reconnect))
+        elif runner.is_connected():
+            await runner.publish_tools()
+        log.info("configuration reloaded from %s (%s)", new.path, ", ".join(changed) or "no change")
+        return f"reload ok ({', '.join(changed) or 'no change'})"
 
     # health ---------------------------------------------------------------------------------------
     def _on_bus(self, name: str, fields: dict[str, Any]) -> None:
@@ -205,6 +299,8 @@ class Daemon:
         assert self.runner is not None
         if self.loop_lag > LAG_UNHEALTHY_S:
             return f"event loop lagging {self.loop_lag:.1f} s"
+        if self.ladder is not None and self.ladder.waiting:
+            return None  # waiting for a fix on purpose: no connection attempts to be overdue
         return self.runner.health(asyncio.get_running_loop().time())
 
     async def _watchdog(self, interval: float) -> None:
@@ -229,22 +325,28 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
 
-async def _safe(coro: Any, what: str) -> None:
-    try:
-        await asyncio.wait_for(coro, 10)
-    except Exception as exc:
-        log.error("%s failed: %s", what, exc)
-
-
 def run_daemon(config_path: str | None) -> int:
     setup_logging("info")
+    loaded: Config | None = None
+    error: ConfigError | None = None
     try:
-        config = load_config(config_path)
+        loaded = load_config(config_path)
     except ConfigError as exc:
         log.error("%s", exc)
-        return EX_CONFIG
-    setup_logging(config.core.log.level)
-    daemon = Daemon(config, config_path)
+        if not os.environ.get("NOTIFY_SOCKET"):  # in a terminal: say it and exit
+            return EX_CONFIG
+        error = exc  # under systemd: wait for a fix instead of a restart loop (see waiting.py)
+
+    async def main() -> int:
+        config = loaded
+        if config is None:
+            assert error is not None
+            config = await wait_for_valid_config(config_path, error)
+            if config is None:
+                return 0
+        setup_logging(config.core.log.level)
+        return await Daemon(config, config_path).main()
+
     started = time.monotonic()
     try:
         import uvloop
@@ -253,7 +355,7 @@ def run_daemon(config_path: str | None) -> int:
     except ImportError:
         runner_fn = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        code = runner_fn(daemon.main())
+        code = runner_fn(main())
         log.info("exited after %.0f s with status %d", time.monotonic() - started, code)
         return int(code)
     return 0

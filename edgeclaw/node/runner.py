@@ -200,6 +200,21 @@ class NodeRunner:
         self.dispatcher.set_capabilities(capabilities)
         self.status.commands = self.declared_commands()
 
+    def update_config(self, config: Config) -> list[str]:
+        """Adopt a reloaded config; returns what the gateway learns only from a new connect (display
+        name, shared token), for the caller to reconnect on."""
+        changes: list[str] = []
+        name = config.node.display_name or self.identity.device_id[:12]
+        if name != self.display_name:
+            self.display_name = self.status.display_name = name
+            changes.append("display name changed")
+        if config.gateway_token != self._token_override:
+            REDACTOR.add(config.gateway_token)
+            self._token_override = config.gateway_token
+            changes.append("gateway token changed")
+        self.config = config
+        return changes
+
     def declared_commands(self) -> list[str]:
         return self.dispatcher.commands
 

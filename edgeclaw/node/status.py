@@ -43,6 +43,8 @@ class NodeStatus:
     commands: list[str] = field(default_factory=list)
     withheld_commands: list[str] = field(default_factory=list)
     reload_error: str | None = None
+    safe_mode: str | None = None  # why the node runs in crash-loop safe mode
+    waiting_for: str | None = None  # a fatal error (credentials, protocol): what the node waits for
     # the state directory refused a write (full, read-only): what, and how to fix it
     state_error: str | None = None
     loop_lag_ms: dict[str, float] = field(default_factory=dict)  # last/p50/p99/max over recent samples
@@ -57,6 +59,10 @@ class NodeStatus:
         """The STATUS= line: what an operator needs first, no jargon."""
         now = time.time()
         prefix = f"reload failed: {self.reload_error} · " if self.reload_error else ""
+        if self.safe_mode:
+            prefix = f"SAFE MODE: {self.safe_mode} · " + prefix
+        if self.waiting_for:
+            return prefix + f"waiting: {self.waiting_for}"
         if self.state_error:
             prefix += f"{self.state_error} · "
         if self.connection == "connected":

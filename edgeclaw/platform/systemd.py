@@ -33,6 +33,9 @@ class Notifier:
         if self._sock is None:
             return False
         data = "\n".join(lines).encode("utf-8", "replace")
+        status = next((line[7:] for line in lines if line.startswith("STATUS=")), None)
+        if status is not None:  # READY=1/RELOADING=1 carry a STATUS= too: the next status() compares to it
+            self._last_status = status
         try:
             self._sock.sendto(data, self._addr)
             return True

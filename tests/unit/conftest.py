@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +18,14 @@ async def gw() -> AsyncIterator[FakeGateway]:
     await gateway.start()
     yield gateway
     await gateway.stop()
+
+
+@pytest.fixture
+def notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
+    """NOTIFY_SOCKET for the daemon under test: a non-blocking datagram socket the test reads."""
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    return sock

@@ -28,3 +28,18 @@ def test_status_leaves_out_what_is_not_known_yet(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "ticks" not in out and "lag" not in out and "state error" not in out
     assert "connection           connecting" in out
+
+
+def test_status_says_safe_mode_and_what_a_waiting_node_waits_for(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeclaw.node.status import NodeStatus
+
+    status = NodeStatus(connection="connected", gateway_url="ws://gw", display_name="pi")
+    status.safe_mode = "the node failed to start 3 times in 40 s"
+    status.waiting_for = "the gateway refused our credentials; trying again in 300 s"
+    _print_status(status.to_json())
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "SAFE MODE: the node failed to start 3 times in 40 s · waiting: the gateway refused"
+    )
+    assert "safe mode            the node failed to start 3 times in 40 s" in out
+    assert "waiting for          the gateway refused our credentials; trying again in 300 s" in out
