@@ -27,6 +27,10 @@ class GatewayConfig:
     connect_timeout_s: float = 15.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Dead-link probe: a WebSocket ping after this much inbound silence (0 = off, tick liveness only),
+    # and how long to wait for its pong. 10 + 5 s: a cut link or a frozen gateway is seen in <= 15 s.
+    ping_interval_s: float = 10.0
+    ping_timeout_s: float = 5.0
 
     def validate(self) -> None:
         parts = urlsplit(self.url)
@@ -46,6 +50,10 @@ class GatewayConfig:
             or self.backoff_max_s < self.backoff_initial_s
         ):
             raise ConfigError("retry intervals must be positive and max >= initial", key="gateway")
+        if self.ping_interval_s != 0 and not 1 <= self.ping_interval_s <= 300:
+            raise ConfigError("must be 0 (off) or from 1 to 300 seconds", key="gateway.ping_interval_s")
+        if not 1 <= self.ping_timeout_s <= 60:
+            raise ConfigError("must be from 1 to 60 seconds", key="gateway.ping_timeout_s")
 
 
 @dataclass
