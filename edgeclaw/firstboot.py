@@ -2,12 +2,15 @@
 
 The FAT boot partition is the one place anyone can edit from Windows, macOS or Linux, but it has no
 permissions: whatever secret sits there is readable by anyone holding the card. So the first-boot
-unit validates the whole file before touching anything (a bad file changes nothing and says exactly
-what is wrong, on the console, in the journal and in `edgeclaw-firstboot.txt` beside it), then moves
+unit validates the whole file and the existing device identity before touching anything (a bad file
+changes nothing and says exactly what is wrong, on the console, in the journal and in
+`edgeclaw-firstboot.txt` beside it; a failure while applying puts back every file it wrote; either way
+the file's token, setup code and Wi-Fi passphrase are blanked, see edgeclaw.firstboot_txn), then moves
 the token or setup code into 0600 files, writes `/etc/edgeclaw/config.yaml`, creates the identity,
 sets hostname, Wi-Fi and SSH key, and finally overwrites and deletes the file on the FAT partition.
 
-`edgeclaw firstboot --check FILE` validates a file on any computer without applying it.
+`edgeclaw firstboot --check FILE` validates a file on any computer without applying it (and never
+edits it). `edgeclaw.yaml.txt` (Windows hides the extension it added) is accepted as well.
 
 Under the image's read-only root (`systemd.volatile=overlay`, see image/README.md) `/etc/edgeclaw`
 and `/var/lib/edgeclaw` are bind mounts of the card's own directories, so the node's config, token
@@ -37,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from edgeclaw.firstboot_txn import Undo, scrub, secret_values
 from edgeclaw.typedconfig import ConfigError, LineLookup, load_yaml_with_lines
 
 DEFAULT_SOURCE = "/boot/firmware/edgeclaw.yaml"
@@ -324,46 +328,73 @@ def _owner(root: Path, user: str) -> tuple[int, int] | None:
     return None
 
 
-def _write(path: Path, text: str, mode: int, owner: tuple[int, int] | None = None) -> None:
+def _write(path: Path, text: str, mode: int, owner: tuple[int, int] | None, undo: Undo) -> None:
     from edgeclaw.platform.atomicfile import write_atomic
 
+    undo.before(path)
     write_atomic(path, text, mode=mode)
     if owner is not None and os.geteuid() == 0:
         os.chown(path, *owner)
 
 
-def apply(plan: Plan, root: Path, *, source: str, live: bool, written: list[str] | None = None) -> list[str]:
+def check_identity(root: Path) -> None:
+    """Before any write: an identity that exists must load (a corrupt one is never replaced silently,
+    see StateDir.load_identity), else first boot would configure a node that cannot start."""
+    from edgeclaw.platform.state import StateDir, StateError
+
+    state = StateDir(_under(root, STATE_DIR))
+    if state.has_identity():
+        try:
+            state.load_identity()
+        except StateError as exc:
+            raise FirstbootError(str(exc)) from None
+
+
+def apply(
+    plan: Plan,
+    root: Path,
+    *,
+    source: str,
+    live: bool,
+    written: list[str] | None = None,
+    undo: Undo | None = None,
+) -> list[str]:
     """Write everything; returns what was done, for the console and the report on the FAT partition.
-    `written` collects the absolute paths (as on the device) of the system files it wrote."""
+    `written` collects the absolute paths (as on the device) of the system files it wrote; `undo`
+    records what each path held before, so a failure part-way can put it all back."""
     from edgeclaw.platform.state import StateDir
 
     done: list[str] = []
     written = written if written is not None else []
+    undo = undo if undo is not None else Undo()
     service = _owner(root, "edgeclaw")
     state = StateDir(_under(root, STATE_DIR))
-    state.ensure()
+    undo.before(state.identity_path)  # also records the state directory if it is new
+    identity = state.load_or_create_identity()  # first: check_identity() has vetted an existing one
+    done.append(f"device id {identity.device_id}")
     if plan.token:
-        _write(_under(root, TOKEN_PATH), plan.token + "\n", 0o600, service)
+        _write(_under(root, TOKEN_PATH), plan.token + "\n", 0o600, service, undo)
         done.append(f"gateway token -> {TOKEN_PATH} (0600)")
     if plan.setup_code:
-        _write(_under(root, f"{STATE_DIR}/setup-code"), plan.setup_code + "\n", 0o600, service)
+        _write(_under(root, f"{STATE_DIR}/setup-code"), plan.setup_code + "\n", 0o600, service, undo)
         done.append(f"setup code -> {STATE_DIR}/setup-code (0600, deleted once paired)")
-    identity = state.load_or_create_identity()
-    done.append(f"device id {identity.device_id}")
     config_path = _under(root, CONFIG_PATH)
     if config_path.exists():
+        previous = config_path.with_name("config.yaml.previous")
+        undo.before(previous)
+        undo.before(config_path)
         with contextlib.suppress(OSError):
-            config_path.replace(config_path.with_name("config.yaml.previous"))
+            config_path.replace(previous)
     header = f"# Written by `edgeclaw firstboot` from {source} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n"
-    _write(config_path, header + yaml.safe_dump(plan.config, sort_keys=False), 0o644)
+    _write(config_path, header + yaml.safe_dump(plan.config, sort_keys=False), 0o644, None, undo)
     done.append(f"config -> {CONFIG_PATH}")
     if plan.hostname:
-        _write(_under(root, "/etc/hostname"), plan.hostname + "\n", 0o644)
+        _write(_under(root, "/etc/hostname"), plan.hostname + "\n", 0o644, None, undo)
         written += ["/etc/hostname", "/etc/hosts"]
         hosts = _under(root, "/etc/hosts")
         old = hosts.read_text() if hosts.exists() else "127.0.0.1\tlocalhost\n"
         kept = [line for line in old.splitlines() if not line.startswith("127.0.1.1")]
-        _write(hosts, "\n".join([*kept, f"127.0.1.1\t{plan.hostname}"]) + "\n", 0o644)
+        _write(hosts, "\n".join([*kept, f"127.0.1.1\t{plan.hostname}"]) + "\n", 0o644, None, undo)
         if live:
             with contextlib.suppress(OSError):
                 socket.sethostname(plan.hostname)
@@ -374,8 +405,9 @@ def apply(plan: Plan, root: Path, *, source: str, live: bool, written: list[str]
         net.append(f"\tpsk={w.psk_hex}" if w.psk_hex else "\tkey_mgmt=NONE")
         body = "\n".join(line for line in net if line)
         conf = f"ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev\nupdate_config=0\ncountry={w.country}\n\nnetwork={{\n{body}\n}}\n"
-        _write(_under(root, WPA_CONF), conf, 0o600)
+        _write(_under(root, WPA_CONF), conf, 0o600, None, undo)
         wants = _under(root, WPA_WANTS)
+        undo.before(wants)
         wants.parent.mkdir(parents=True, exist_ok=True)
         if not wants.is_symlink():
             wants.symlink_to("/lib/systemd/system/wpa_supplicant@.service")
@@ -387,11 +419,12 @@ def apply(plan: Plan, root: Path, *, source: str, live: bool, written: list[str]
         done.append(f"wi-fi {w.ssid!r}, country {w.country}")
     if plan.ssh_keys:
         ssh_dir = _under(root, "/root/.ssh")
+        undo.before(ssh_dir / "authorized_keys")
         ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         auth = ssh_dir / "authorized_keys"
         existing = auth.read_text().splitlines() if auth.exists() else []
         merged = existing + [k for k in plan.ssh_keys if k not in existing]
-        _write(auth, "\n".join(merged) + "\n", 0o600)
+        _write(auth, "\n".join(merged) + "\n", 0o600, None, undo)
         written.append(AUTHORIZED_KEYS)
         done.append(f"{len(plan.ssh_keys)} SSH key(s) for root")
     return done
@@ -405,7 +438,7 @@ def volatile_lower(root: Path) -> Path | None:
     return None
 
 
-def persist(paths: list[str], root: Path, lower: Path) -> list[str]:
+def persist(paths: list[str], root: Path, lower: Path, undo: Undo | None = None) -> list[str]:
     """Copy files written under `root` to the same places under `lower` (the card's real root),
     each atomically, with its mode, owner and parent directories (modes copied too). Paths inside
     the persistent (bind-mounted) directories are skipped. Returns the paths copied."""
@@ -419,6 +452,8 @@ def persist(paths: list[str], root: Path, lower: Path) -> list[str]:
         if not (src.exists() or src.is_symlink()):
             continue
         dest = _under(lower, path)
+        if undo is not None:
+            undo.before(dest)
         # parents first, with the modes they have on the running system (e.g. /root/.ssh 0700)
         missing = []
         parent = dest.parent
@@ -477,7 +512,36 @@ def _say(line: str) -> None:
     print(f"edgeclaw-firstboot: {line}", file=sys.stderr, flush=True)
 
 
+def find_source(source: Path) -> Path:
+    """`edgeclaw.yaml`, or `edgeclaw.yaml.txt` when a Windows editor added the extension it hides."""
+    if source.exists() or source.suffix not in (".yaml", ".yml"):
+        return source
+    hidden = source.with_name(source.name + ".txt")
+    return hidden if hidden.exists() else source
+
+
+def _failed(source: Path, text: str, lines: list[str]) -> None:
+    """Every failure ends here: blank the file's secrets, then say what happened on the console, in
+    the journal and beside the file."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    try:
+        if scrub(source, secret_values(data)):
+            lines.append(
+                f"The token, setup code and Wi-Fi passphrase were removed from {source.name} (the boot "
+                "partition has no permissions): put them in again when you fix it."
+            )
+    except OSError as exc:
+        lines.append(f"WARNING: could not remove the secrets from {source.name}: {exc.strerror or exc}")
+    for line in lines:
+        _say(line)
+    _report(source, lines)
+
+
 def run_firstboot(source: Path, root: Path, *, check: bool, persist_to: Path | None = None) -> int:
+    source = find_source(source)
     try:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -485,34 +549,48 @@ def run_firstboot(source: Path, root: Path, *, check: bool, persist_to: Path | N
         return 0
     except (OSError, UnicodeDecodeError) as exc:
         _say(f"cannot read {source}: {exc}")
+        if not check and isinstance(exc, UnicodeDecodeError):
+            _failed(
+                source, "", [f"ERROR: {source.name} is not UTF-8 text ({exc.reason}); nothing was changed."]
+            )
         return EX_CONFIG
     try:
         plan = load_plan(text, source=str(source), state_dir=_under(root, STATE_DIR))
+        if not check:
+            check_identity(root)
     except FirstbootError as exc:
         msg = [
             f"ERROR in {exc}",
             "Nothing was changed and the EdgeClaw node will not start.",
             f"Fix {source.name} on the SD card's boot partition (see edgeclaw.yaml.example) and reboot.",
         ]
-        for line in msg:
-            _say(line)
-        if not check:
-            _report(source, msg)
+        if check:
+            for line in msg:
+                _say(line)
+        else:
+            _failed(source, text, msg)
         return EX_CONFIG
     if check:
         for line in ["OK: " + str(source), *plan.summary()]:
             print(line)
         return 0
     written: list[str] = []
+    undo = Undo()
     lower = persist_to or volatile_lower(root)
     try:
-        done = apply(plan, root, source=str(source), live=root == Path("/"), written=written)
+        done = apply(plan, root, source=str(source), live=root == Path("/"), written=written, undo=undo)
         if lower is not None:
-            copied = persist(written, root, lower)
+            copied = persist(written, root, lower, undo)
             done.append(f"read-only root: {len(copied)} system file(s) written through to the card")
-    except OSError as exc:
-        _say(f"ERROR applying {source}: {exc}; the node will not start. The file was left in place.")
-        _report(source, [f"ERROR applying the settings: {exc}"])
+    except Exception as exc:  # any failure, not only OSError: nothing half-applied, no traceback
+        problems = undo.rollback()
+        msg = [f"ERROR applying {source.name}: {type(exc).__name__}: {exc}"]
+        msg += (
+            [f"Could not undo: {p}" for p in problems]
+            if problems
+            else ["Nothing was changed (what had been written was put back); the node will not start."]
+        )
+        _failed(source, text, msg)
         return EX_FAILED
     wipe(source)
     done.append(f"secrets removed from the boot partition ({source.name} overwritten and deleted)")
