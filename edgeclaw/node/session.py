@@ -85,7 +85,7 @@ class Session:
         tls: TlsOptions | None = None,
         connect_timeout: float = 15.0,
         ping_interval: float | None = None,
-        ping_timeout: float = 5.0,
+        ping_timeout: float = 4.0,
     ) -> None:
         self.url = url
         self.tls = tls or TlsOptions()
