@@ -27,6 +27,12 @@ class GatewayConfig:
     connect_timeout_s: float = 15.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Dead-link probe: a WebSocket ping after this much inbound silence (0 = off, tick liveness only),
+    # and how long to wait for its pong. 10 + 4 s: a cut link or a frozen gateway is seen in <= 14 s
+    # (the bound is 15 s; 4 s for a pong is still ~40 × a Wi-Fi round trip). A quiet node fed a tick
+    # every 30 s sends 2 pings per tick: 4 a minute.
+    ping_interval_s: float = 10.0
+    ping_timeout_s: float = 4.0
 
     def validate(self) -> None:
         parts = urlsplit(self.url)
@@ -46,6 +52,10 @@ class GatewayConfig:
             or self.backoff_max_s < self.backoff_initial_s
         ):
             raise ConfigError("retry intervals must be positive and max >= initial", key="gateway")
+        if self.ping_interval_s != 0 and not 1 <= self.ping_interval_s <= 300:
+            raise ConfigError("must be 0 (off) or from 1 to 300 seconds", key="gateway.ping_interval_s")
+        if not 1 <= self.ping_timeout_s <= 60:
+            raise ConfigError("must be from 1 to 60 seconds", key="gateway.ping_timeout_s")
 
 
 @dataclass

@@ -2,12 +2,15 @@
 
 The FAT boot partition is the one place anyone can edit from Windows, macOS or Linux, but it has no
 permissions: whatever secret sits there is readable by anyone holding the card. So the first-boot
-unit validates the whole file before touching anything (a bad file changes nothing and says exactly
-what is wrong, on the console, in the journal and in `edgeclaw-firstboot.txt` beside it), then moves
+unit validates the whole file and the existing device identity before touching anything (a bad file
+changes nothing and says exactly what is wrong, on the console, in the journal and in
+`edgeclaw-firstboot.txt` beside it; a failure while applying puts back every file it wrote; either way
+the file's token, setup code and Wi-Fi passphrase are blanked, see edgeclaw.firstboot_txn), then moves
 the token or setup code into 0600 files, writes `/etc/edgeclaw/config.yaml`, creates the identity,
 sets hostname, Wi-Fi and SSH key, and finally overwrites and deletes the file on the FAT partition.
 
-`edgeclaw firstboot --check FILE` validates a file on any computer without applying it.
+`edgeclaw firstboot --check FILE` validates a file on any computer without applying it (and never
+edits it). `edgeclaw.yaml.txt` (Windows hides the extension it added) is accepted as well.
 
 Under the image's read-only root (`systemd.volatile=overlay`, see image/README.md) `/etc/edgeclaw`
 and `/var/lib/edgeclaw` are bind mounts of the card's own directories, so the node's config, token
@@ -24,11 +27,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import os
-import pwd
 import re
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,19 +36,11 @@ from typing import Any
 
 import yaml
 
+from edgeclaw.firstboot_apply import STATE_DIR, TOKEN_PATH, _under, apply, persist, volatile_lower, wipe
+from edgeclaw.firstboot_txn import Undo, scrub, secret_values
 from edgeclaw.typedconfig import ConfigError, LineLookup, load_yaml_with_lines
 
 DEFAULT_SOURCE = "/boot/firmware/edgeclaw.yaml"
-CONFIG_PATH = "/etc/edgeclaw/config.yaml"
-TOKEN_PATH = "/etc/edgeclaw/gateway.token"
-STATE_DIR = "/var/lib/edgeclaw"
-WPA_CONF = "/etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
-WPA_WANTS = "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service"
-AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
-# where the image's initramfs leaves the real root when / is a RAM overlay (systemd.volatile=overlay)
-VOLATILE_LOWER = "/run/edgeclaw-volatile/lower"
-# bind-mounted from the real root under the overlay: already persistent
-PERSISTENT_DIRS = ("/etc/edgeclaw", STATE_DIR)
 REPORT_NAME = "edgeclaw-firstboot.txt"
 EX_CONFIG = 78
 EX_FAILED = 1
@@ -304,164 +295,17 @@ def load_plan(text: str, *, source: str, state_dir: Path) -> Plan:
     )
 
 
-# applying -------------------------------------------------------------------------------------------
-def _under(root: Path, path: str) -> Path:
-    return root / path.lstrip("/")
+def check_identity(root: Path) -> None:
+    """Before any write: an identity that exists must load (a corrupt one is never replaced silently,
+    see StateDir.load_identity), else first boot would configure a node that cannot start."""
+    from edgeclaw.platform.state import StateDir, StateError
 
-
-def _owner(root: Path, user: str) -> tuple[int, int] | None:
-    """uid/gid of `user` in root's /etc/passwd (the target system's, not the build host's)."""
-    if root == Path("/"):
-        with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(user)
-            return entry.pw_uid, entry.pw_gid
-        return None
-    with contextlib.suppress(OSError):
-        for line in _under(root, "/etc/passwd").read_text().splitlines():
-            parts = line.split(":")
-            if len(parts) > 3 and parts[0] == user:
-                return int(parts[2]), int(parts[3])
-    return None
-
-
-def _write(path: Path, text: str, mode: int, owner: tuple[int, int] | None = None) -> None:
-    from edgeclaw.platform.atomicfile import write_atomic
-
-    write_atomic(path, text, mode=mode)
-    if owner is not None and os.geteuid() == 0:
-        os.chown(path, *owner)
-
-
-def apply(plan: Plan, root: Path, *, source: str, live: bool, written: list[str] | None = None) -> list[str]:
-    """Write everything; returns what was done, for the console and the report on the FAT partition.
-    `written` collects the absolute paths (as on the device) of the system files it wrote."""
-    from edgeclaw.platform.state import StateDir
-
-    done: list[str] = []
-    written = written if written is not None else []
-    service = _owner(root, "edgeclaw")
     state = StateDir(_under(root, STATE_DIR))
-    state.ensure()
-    if plan.token:
-        _write(_under(root, TOKEN_PATH), plan.token + "\n", 0o600, service)
-        done.append(f"gateway token -> {TOKEN_PATH} (0600)")
-    if plan.setup_code:
-        _write(_under(root, f"{STATE_DIR}/setup-code"), plan.setup_code + "\n", 0o600, service)
-        done.append(f"setup code -> {STATE_DIR}/setup-code (0600, deleted once paired)")
-    identity = state.load_or_create_identity()
-    done.append(f"device id {identity.device_id}")
-    config_path = _under(root, CONFIG_PATH)
-    if config_path.exists():
-        with contextlib.suppress(OSError):
-            config_path.replace(config_path.with_name("config.yaml.previous"))
-    header = f"# Written by `edgeclaw firstboot` from {source} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n"
-    _write(config_path, header + yaml.safe_dump(plan.config, sort_keys=False), 0o644)
-    done.append(f"config -> {CONFIG_PATH}")
-    if plan.hostname:
-        _write(_under(root, "/etc/hostname"), plan.hostname + "\n", 0o644)
-        written += ["/etc/hostname", "/etc/hosts"]
-        hosts = _under(root, "/etc/hosts")
-        old = hosts.read_text() if hosts.exists() else "127.0.0.1\tlocalhost\n"
-        kept = [line for line in old.splitlines() if not line.startswith("127.0.1.1")]
-        _write(hosts, "\n".join([*kept, f"127.0.1.1\t{plan.hostname}"]) + "\n", 0o644)
-        if live:
-            with contextlib.suppress(OSError):
-                socket.sethostname(plan.hostname)
-        done.append(f"hostname {plan.hostname}")
-    if plan.wifi:
-        w = plan.wifi
-        net = [f"\tssid={w.ssid.encode().hex()}", "\tscan_ssid=1" if w.hidden else None]
-        net.append(f"\tpsk={w.psk_hex}" if w.psk_hex else "\tkey_mgmt=NONE")
-        body = "\n".join(line for line in net if line)
-        conf = f"ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev\nupdate_config=0\ncountry={w.country}\n\nnetwork={{\n{body}\n}}\n"
-        _write(_under(root, WPA_CONF), conf, 0o600)
-        wants = _under(root, WPA_WANTS)
-        wants.parent.mkdir(parents=True, exist_ok=True)
-        if not wants.is_symlink():
-            wants.symlink_to("/lib/systemd/system/wpa_supplicant@.service")
-        written += [WPA_CONF, WPA_WANTS]
-        if live:  # this boot's transaction was computed before the symlink existed
-            subprocess.run(
-                ["systemctl", "--no-block", "start", "wpa_supplicant@wlan0.service"], check=False, timeout=30
-            )
-        done.append(f"wi-fi {w.ssid!r}, country {w.country}")
-    if plan.ssh_keys:
-        ssh_dir = _under(root, "/root/.ssh")
-        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        auth = ssh_dir / "authorized_keys"
-        existing = auth.read_text().splitlines() if auth.exists() else []
-        merged = existing + [k for k in plan.ssh_keys if k not in existing]
-        _write(auth, "\n".join(merged) + "\n", 0o600)
-        written.append(AUTHORIZED_KEYS)
-        done.append(f"{len(plan.ssh_keys)} SSH key(s) for root")
-    return done
-
-
-def volatile_lower(root: Path) -> Path | None:
-    """The real root when this system's / is the image's RAM overlay, else None."""
-    lower = Path(VOLATILE_LOWER)
-    if root == Path("/") and os.path.ismount(lower):
-        return lower
-    return None
-
-
-def persist(paths: list[str], root: Path, lower: Path) -> list[str]:
-    """Copy files written under `root` to the same places under `lower` (the card's real root),
-    each atomically, with its mode, owner and parent directories (modes copied too). Paths inside
-    the persistent (bind-mounted) directories are skipped. Returns the paths copied."""
-    import shutil
-
-    copied: list[str] = []
-    for path in dict.fromkeys(paths):
-        if any(path == d or path.startswith(d + "/") for d in PERSISTENT_DIRS):
-            continue
-        src = _under(root, path)
-        if not (src.exists() or src.is_symlink()):
-            continue
-        dest = _under(lower, path)
-        # parents first, with the modes they have on the running system (e.g. /root/.ssh 0700)
-        missing = []
-        parent = dest.parent
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for d in reversed(missing):
-            d.mkdir()
-            st = _under(root, "/" + str(d.relative_to(lower))).stat()
-            os.chmod(d, st.st_mode & 0o7777)
-            if os.geteuid() == 0:
-                os.chown(d, st.st_uid, st.st_gid)
-        tmp = dest.with_name(dest.name + ".edgeclaw-new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        if src.is_symlink():
-            tmp.symlink_to(os.readlink(src))
-        else:
-            shutil.copy2(src, tmp)
-            st = src.stat()
-            if os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
-        os.replace(tmp, dest)
-        copied.append(path)
-    with contextlib.suppress(OSError):
-        os.sync()
-    return copied
-
-
-def wipe(path: Path) -> None:
-    """Overwrite the file in place (FAT reuses the same clusters), then delete it."""
-    size = path.stat().st_size
-    with open(path, "r+b") as fh:
-        fh.write(b"\0" * size)
-        fh.flush()
-        os.fsync(fh.fileno())
-    path.unlink()
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
+    if state.has_identity():
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            state.load_identity()
+        except StateError as exc:
+            raise FirstbootError(str(exc)) from None
 
 
 def _report(source: Path, lines: list[str]) -> None:
@@ -477,7 +321,36 @@ def _say(line: str) -> None:
     print(f"edgeclaw-firstboot: {line}", file=sys.stderr, flush=True)
 
 
+def find_source(source: Path) -> Path:
+    """`edgeclaw.yaml`, or `edgeclaw.yaml.txt` when a Windows editor added the extension it hides."""
+    if source.exists() or source.suffix not in (".yaml", ".yml"):
+        return source
+    hidden = source.with_name(source.name + ".txt")
+    return hidden if hidden.exists() else source
+
+
+def _failed(source: Path, text: str, lines: list[str]) -> None:
+    """Every failure ends here: blank the file's secrets, then say what happened on the console, in
+    the journal and beside the file."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    try:
+        if scrub(source, secret_values(data)):
+            lines.append(
+                f"The token, setup code and Wi-Fi passphrase were removed from {source.name} (the boot "
+                "partition has no permissions): put them in again when you fix it."
+            )
+    except OSError as exc:
+        lines.append(f"WARNING: could not remove the secrets from {source.name}: {exc.strerror or exc}")
+    for line in lines:
+        _say(line)
+    _report(source, lines)
+
+
 def run_firstboot(source: Path, root: Path, *, check: bool, persist_to: Path | None = None) -> int:
+    source = find_source(source)
     try:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -485,34 +358,48 @@ def run_firstboot(source: Path, root: Path, *, check: bool, persist_to: Path | N
         return 0
     except (OSError, UnicodeDecodeError) as exc:
         _say(f"cannot read {source}: {exc}")
+        if not check and isinstance(exc, UnicodeDecodeError):
+            _failed(
+                source, "", [f"ERROR: {source.name} is not UTF-8 text ({exc.reason}); nothing was changed."]
+            )
         return EX_CONFIG
     try:
         plan = load_plan(text, source=str(source), state_dir=_under(root, STATE_DIR))
+        if not check:
+            check_identity(root)
     except FirstbootError as exc:
         msg = [
             f"ERROR in {exc}",
             "Nothing was changed and the EdgeClaw node will not start.",
             f"Fix {source.name} on the SD card's boot partition (see edgeclaw.yaml.example) and reboot.",
         ]
-        for line in msg:
-            _say(line)
-        if not check:
-            _report(source, msg)
+        if check:
+            for line in msg:
+                _say(line)
+        else:
+            _failed(source, text, msg)
         return EX_CONFIG
     if check:
         for line in ["OK: " + str(source), *plan.summary()]:
             print(line)
         return 0
     written: list[str] = []
+    undo = Undo()
     lower = persist_to or volatile_lower(root)
     try:
-        done = apply(plan, root, source=str(source), live=root == Path("/"), written=written)
+        done = apply(plan, root, source=str(source), live=root == Path("/"), written=written, undo=undo)
         if lower is not None:
-            copied = persist(written, root, lower)
+            copied = persist(written, root, lower, undo)
             done.append(f"read-only root: {len(copied)} system file(s) written through to the card")
-    except OSError as exc:
-        _say(f"ERROR applying {source}: {exc}; the node will not start. The file was left in place.")
-        _report(source, [f"ERROR applying the settings: {exc}"])
+    except Exception as exc:  # any failure, not only OSError: nothing half-applied, no traceback
+        problems = undo.rollback()
+        msg = [f"ERROR applying {source.name}: {type(exc).__name__}: {exc}"]
+        msg += (
+            [f"Could not undo: {p}" for p in problems]
+            if problems
+            else ["Nothing was changed (what had been written was put back); the node will not start."]
+        )
+        _failed(source, text, msg)
         return EX_FAILED
     wipe(source)
     done.append(f"secrets removed from the boot partition ({source.name} overwritten and deleted)")

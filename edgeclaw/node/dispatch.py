@@ -1,5 +1,9 @@
 """node.invoke.request → the capability's handler, each in its own task, with deadlines, cancellation,
-a global and per-capability concurrency limit with bounded queues, and a coded result for every failure."""
+a global and per-capability concurrency limit with bounded queues, and a coded result for every failure.
+
+A handler still running at its deadline plus DEADLINE_GRACE_S is cancelled and answered `TIMEOUT`
+(the code the gateway itself gives its caller), so an overrun ends instead of holding hardware until the
+watchdog kills the whole node; only a handler that ignores that cancel shows up in oldest_overdue()."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ log = logging.getLogger("edgeclaw.dispatch")
 ResultSender = Callable[[dict[str, Any]], Awaitable[None]]
 DEFAULT_TIMEOUT_MS = 30_000
 AFTER_REPLY_BUDGET_S = 15.0  # events after an answer (each waits at most a few seconds for its ack)
+# Handlers see ctx.deadline and should answer by then; this is the slack before the dispatcher cancels.
+DEADLINE_GRACE_S = 1.0
 ENVELOPE_BYTES = 4096  # frame around payloadJSON: type/id/method/params/id/nodeId/ok
 
 
@@ -92,10 +98,11 @@ class Dispatcher:
         return len(self._tasks)
 
     def oldest_overdue(self, now: float, grace: float) -> str | None:
-        """An invoke still running past its deadline plus grace: the watchdog's sign of a wedged handler."""
+        """An invoke still running `grace` seconds after it was cancelled at its deadline: the
+        cancel did not take, the watchdog's sign of a wedged handler."""
         for invoke_id, task in self._tasks.items():
             deadline = getattr(task, "edgeclaw_deadline", None)
-            if deadline is not None and now > deadline + grace:
+            if deadline is not None and now > deadline + DEADLINE_GRACE_S + grace:
                 return invoke_id
         return None
 
@@ -109,12 +116,16 @@ class Dispatcher:
             log.info("ignoring repeated node.invoke.request %s", invoke_id)
             return
         command = payload.get("command")
-        task = asyncio.get_running_loop().create_task(
-            self._run(invoke_id, command, payload), name=f"invoke:{invoke_id}"
-        )
         timeout_ms = payload.get("timeoutMs")
-        budget = timeout_ms if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else DEFAULT_TIMEOUT_MS
-        task.edgeclaw_deadline = asyncio.get_running_loop().time() + budget / 1000  # type: ignore[attr-defined]
+        budget_ms = (
+            int(timeout_ms) if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else DEFAULT_TIMEOUT_MS
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_ms / 1000
+        task = loop.create_task(
+            self._run(invoke_id, command, payload, deadline, budget_ms), name=f"invoke:{invoke_id}"
+        )
+        task.edgeclaw_deadline = deadline  # type: ignore[attr-defined]
         self._tasks[invoke_id] = task
         task.add_done_callback(lambda _t, i=invoke_id: self._tasks.pop(i, None))  # type: ignore[misc]
 
@@ -142,7 +153,9 @@ class Dispatcher:
         return len(still)
 
     # one invoke -----------------------------------------------------------------------------------
-    async def _run(self, invoke_id: str, command: Any, payload: dict[str, Any]) -> None:
+    async def _run(
+        self, invoke_id: str, command: Any, payload: dict[str, Any], deadline: float, budget_ms: int
+    ) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         name = command if isinstance(command, str) else "?"
@@ -154,8 +167,20 @@ class Dispatcher:
         outcome, code = "ok", None
         result: dict[str, Any]
         after_reply: list[Callable[[], Awaitable[None]]] = []
+        timer = asyncio.timeout_at(deadline + DEADLINE_GRACE_S)
         try:
-            body = await self._execute(invoke_id, command, payload, after_reply)
+            try:
+                async with timer:
+                    body = await self._execute(invoke_id, command, payload, deadline, budget_ms, after_reply)
+            except TimeoutError:
+                if not timer.expired():
+                    raise  # the handler's own TimeoutError: an internal error like any other
+                log.warning(
+                    "invoke %s (%s) overran its %d ms deadline: cancelled", invoke_id, name, budget_ms
+                )
+                raise InvokeError(
+                    "TIMEOUT", f"{name} did not finish within its {budget_ms} ms deadline; it was cancelled"
+                ) from None
             result = {"ok": True, "payloadJSON": self._encode_payload(body)}
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -222,6 +247,8 @@ class Dispatcher:
         invoke_id: str,
         command: Any,
         payload: dict[str, Any],
+        deadline: float,
+        budget_ms: int,
         after_reply: list[Callable[[], Awaitable[None]]],
     ) -> dict[str, Any]:
         if not self.accepting:
@@ -233,17 +260,13 @@ class Dispatcher:
             raise InvokeError("UNKNOWN_COMMAND", f"this node does not implement {command!r}")
         handler, capability = entry
         params = _parse_params(payload.get("paramsJSON"), payload.get("params"))
-        timeout_ms = payload.get("timeoutMs")
         loop = asyncio.get_running_loop()
-        budget_ms = (
-            int(timeout_ms) if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else DEFAULT_TIMEOUT_MS
-        )
         session_key = payload.get("sessionKey")
         ctx = InvokeContext(
             invoke_id=invoke_id,
             command=command,
             params=params,
-            deadline=loop.time() + budget_ms / 1000,
+            deadline=deadline,
             timeout_ms=budget_ms,
             session_key=session_key if isinstance(session_key, str) else None,
             idempotency_key=payload.get("idempotencyKey")

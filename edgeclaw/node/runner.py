@@ -317,7 +317,13 @@ class NodeRunner:
         """One attempt (and, if it succeeds, one served session); returns how long to wait before the next."""
         gw = self.config.gateway
         pin = normalise_fingerprint(gw.tls_fingerprint) if gw.tls_fingerprint else None
-        session = Session(gw.url, tls=TlsOptions(fingerprint=pin), connect_timeout=gw.connect_timeout_s)
+        session = Session(
+            gw.url,
+            tls=TlsOptions(fingerprint=pin),
+            connect_timeout=gw.connect_timeout_s,
+            ping_interval=gw.ping_interval_s or None,
+            ping_timeout=gw.ping_timeout_s,
+        )
         self._attempt += 1
         self.status.attempt = self._attempt
         self.status.set_connection("connecting")
@@ -392,7 +398,7 @@ class NodeRunner:
             if isinstance(expected, (int, float)) and expected > 0:
                 window = max(window, expected / 1000 + 60)
             self._fast_probe_until = loop.time() + window
-        if end.kind == "tick-timeout":
+        if end.kind in ("tick-timeout", "ping-timeout"):
             return 0.1
         return self._backoff_delay() if loop.time() >= self._fast_probe_until else FAST_PROBE_INTERVAL_S
 

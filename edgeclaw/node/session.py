@@ -1,4 +1,4 @@
-"""One WebSocket connection to the gateway: handshake, request/response correlation, tick liveness.
+"""One WebSocket connection to the gateway: handshake, request/response correlation, link liveness.
 
 Everything that can go wrong on the wire ends this session with a SessionEnded saying why; the runner
 decides what happens next. Malformed frames are logged and skipped, never fatal.
@@ -14,7 +14,7 @@ import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from edgeclaw.node.wsclient import (
     ClientConnection,
@@ -32,7 +32,11 @@ log = logging.getLogger("edgeclaw.session")
 
 # An invoke request can carry up to policy.maxPayload (25 MiB by default) of params.
 MAX_INBOUND_FRAME = 32 * 1024 * 1024
+# Before hello-ok the peer has not proved it is our gateway, and nothing it sends is big: a real
+# hello-ok with its snapshot is about 14.3 kB (wire captures 02, 04-06), a challenge under 0.5 kB.
+MAX_PRE_HELLO_FRAME = 256 * 1024
 TICK_TIMEOUT_CODE = 4000
+FRAME_TOO_BIG_CODE = 1009
 
 
 class SessionEnded(Exception):
@@ -43,7 +47,8 @@ class SessionEnded(Exception):
     ) -> None:
         super().__init__(message)
         self.kind = (
-            kind  # unreachable | tls-pin | handshake | rejected | closed | tick-timeout | shutdown | local
+            kind  # unreachable | tls-pin | handshake | rejected | closed | tick-timeout | ping-timeout
+            # | shutdown | local
         )
         self.message = message
         self.code = code
@@ -73,10 +78,23 @@ def _ssl_context(url: str, tls: TlsOptions) -> ssl.SSLContext | None:
 
 
 class Session:
-    def __init__(self, url: str, *, tls: TlsOptions | None = None, connect_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        tls: TlsOptions | None = None,
+        connect_timeout: float = 15.0,
+        ping_interval: float | None = None,
+        ping_timeout: float = 4.0,
+    ) -> None:
         self.url = url
         self.tls = tls or TlsOptions()
         self.connect_timeout = connect_timeout
+        # A ping after this much inbound silence (None: tick liveness only); no pong within
+        # ping_timeout means the link or the gateway is dead.
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.pings_sent = 0
         self.ws: ClientConnection | None = None
         self.hello: HelloOk | None = None
         self._ids = itertools.count(1)
@@ -84,6 +102,8 @@ class Session:
         self.last_inbound = 0.0
         self.shutdown_payload: dict[str, Any] | None = None
         self.closed_reason: SessionEnded | None = None
+        self._pong: asyncio.Future[float] | None = None
+        self._ping_sent_at = 0.0
 
     # connection -----------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -92,9 +112,9 @@ class Session:
                 self.url,
                 ssl=_ssl_context(self.url, self.tls),
                 open_timeout=self.connect_timeout,
-                max_size=MAX_INBOUND_FRAME,
+                max_size=MAX_PRE_HELLO_FRAME,  # raised to MAX_INBOUND_FRAME after hello-ok
                 compression=None,
-                ping_interval=None,  # the gateway pings us; tick liveness covers the other direction
+                ping_interval=None,  # our own idle-only probe in serve(), see _probe()
                 close_timeout=2,
                 user_agent_header=None,
                 proxy=proxy_setting(),
@@ -135,6 +155,15 @@ class Session:
             return None
 
     def _closed(self, exc: ConnectionClosed) -> SessionEnded:
+        sent = exc.sent
+        if sent is not None and sent.code == FRAME_TOO_BIG_CODE:
+            limit = MAX_PRE_HELLO_FRAME if self.hello is None else MAX_INBOUND_FRAME
+            when = "before hello-ok" if self.hello is None else "in one frame"
+            return SessionEnded(
+                "closed",
+                f"the gateway sent more than {limit // 1024} KiB {when}; closed with 1009 (frame too big)",
+                code=FRAME_TOO_BIG_CODE,
+            )
         rcvd = exc.rcvd
         code = rcvd.code if rcvd is not None else 1006
         reason = rcvd.reason if rcvd is not None else "connection lost"
@@ -170,6 +199,7 @@ class Session:
         except ValueError as exc:
             await self.close(1002, "bad hello")
             raise SessionEnded("handshake", f"unexpected connect response: {exc}") from None
+        _set_max_frame(self.ws, MAX_INBOUND_FRAME)
         return self.hello
 
     async def _recv_until(self, deadline: float, what: str) -> frames.Frame | None:
@@ -199,8 +229,11 @@ class Session:
                     raise SessionEnded(
                         "tick-timeout", f"no frame from the gateway for {idle:.0f} s (2 × tick)"
                     )
+                wait = tick_timeout - idle
+                if self.ping_interval is not None:
+                    wait = min(wait, await self._probe(loop.time()))
                 try:
-                    frame = await self._recv_frame(max(0.05, tick_timeout - idle))
+                    frame = await self._recv_frame(max(0.05, wait))
                 except TimeoutError:
                     continue
                 if frame is None:
@@ -229,6 +262,45 @@ class Session:
             raise failure from None
         finally:
             self._fail_pending()
+
+    async def _probe(self, now: float) -> float:
+        """Ping after `ping_interval` of inbound silence; no pong in `ping_timeout` ends the session.
+        Returns how long serve() may wait before calling again. Any inbound frame proves the link,
+        so a busy or tick-fed connection sends no pings; a quiet one sends one per interval."""
+        assert self.ws is not None and self.ping_interval is not None
+        if self._pong is not None:
+            if self._pong.done():
+                self._pong = None
+            elif now - self._ping_sent_at >= self.ping_timeout:
+                waited = now - self._ping_sent_at
+                log.warning("no pong from the gateway %.1f s after a ping: the link is dead", waited)
+                self.ws.transport.abort()  # a close handshake cannot cross a dead link
+                raise SessionEnded(
+                    "ping-timeout",
+                    f"no pong from the gateway within {self.ping_timeout:g} s "
+                    f"(silent for {now - self.last_inbound:.1f} s)",
+                )
+            else:
+                return self._ping_sent_at + self.ping_timeout - now
+        due = self.last_inbound + self.ping_interval - now
+        if due > 0:
+            return due
+        try:
+            async with asyncio.timeout(self.ping_timeout):  # a full send buffer must not stall serve()
+                pong = cast("asyncio.Future[float]", await self.ws.ping())
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        except TimeoutError:
+            pong = asyncio.get_running_loop().create_future()  # never done: fails at the deadline
+        self.pings_sent += 1
+        self._ping_sent_at = now
+        self._pong = pong
+        pong.add_done_callback(self._on_pong)
+        return self.ping_timeout
+
+    def _on_pong(self, pong: asyncio.Future[float]) -> None:
+        if not pong.cancelled() and pong.exception() is None:
+            self.last_inbound = asyncio.get_running_loop().time()
 
     def _fail_pending(self) -> None:
         for future in self._pending.values():
@@ -276,6 +348,17 @@ class Session:
     def abort(self) -> None:
         if self.ws is not None:
             self.ws.transport.abort()
+
+
+def _set_max_frame(ws: ClientConnection, size: int) -> None:
+    """Raise the inbound frame limit once the gateway is known (websockets >= 15 names it
+    max_message_size, older versions max_size). A frame already arriving with hello-ok is still held
+    to the small limit; the gateway sends nothing large before the node has spoken."""
+    protocol: Any = ws.protocol
+    if hasattr(protocol, "max_message_size"):
+        protocol.max_message_size = size
+    else:
+        protocol.max_size = size
 
 
 def _describe(exc: BaseException) -> str:

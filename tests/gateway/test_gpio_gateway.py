@@ -226,3 +226,29 @@ async def test_spooled_agent_requests_survive_a_restart_in_order(gateway: Any, t
             await wait_run(op, "agent:main:edgeclaw-gpio-spool")
     finally:
         node.stop()
+
+
+async def test_pulse_past_its_deadline_ends_at_the_deadline_through_the_gateway(
+    gateway: Any, node_factory: Any
+) -> None:
+    """The review's case (gpio.pulse ms=120000, timeoutMs=30000; here 3000): the caller gets TIMEOUT,
+    the relay is back at rest at the deadline, not two minutes later, and the node keeps serving."""
+    pins = {"relay": {**PINS["relay"], "max_pulse_ms": 120_000}}
+    node = node_factory(gateway, name="gpio-deadline", extra=gpio_section(pins))
+    async with Operator(gateway) as op:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        pending = asyncio.ensure_future(
+            op.invoke(node.node_id, "gpio.pulse", {"name": "relay", "ms": 120_000}, timeout_ms=3000)
+        )
+        await asyncio.to_thread(wait_for, lambda: probe(node, "relay")["state"] == 1, 10, 0.05, "pulsing")
+        frame = await asyncio.wait_for(pending, 30)
+        assert not frame.get("ok") and "TIMEOUT" in json.dumps(frame["error"]), frame
+        await asyncio.to_thread(wait_for, lambda: probe(node, "relay")["state"] == 0, 5, 0.05, "at rest")
+        rest_after = loop.time() - t0
+        assert rest_after < 3 + 2, f"relay at rest only after {rest_after:.1f} s"
+        assert "pulse cut" in node.log()
+        assert node.live_status().get("connection") == "connected"
+        read = await op.invoke(node.node_id, "gpio.read", {"name": "relay"})
+        assert invoke_payload(read)["value"] == 0
+    print(f"\n[figure] gpio.pulse 120 s with a 3 s deadline: relay at rest after {rest_after:.1f} s")

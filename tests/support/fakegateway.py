@@ -28,6 +28,8 @@ class FakeGateway:
     connect_errors: list[dict[str, Any]] = field(default_factory=list)  # queued errors, one per connect
     issue_device_token: str | None = "fake-device-token-abcdef"
     send_ticks: bool = True
+    challenge_padding: int = 0  # bytes of filler in the connect.challenge payload
+    hello_padding: int = 0  # bytes of filler in the hello-ok payload (a real one is ~14.3 kB)
     server: Server | None = None
     port: int = 0
     connections: list[ServerConnection] = field(default_factory=list)
@@ -70,7 +72,11 @@ class FakeGateway:
             nonce, ts = str(uuid.uuid4()), 1_795_689_164_833
             await ws.send(
                 json.dumps(
-                    {"type": "event", "event": "connect.challenge", "payload": {"nonce": nonce, "ts": ts}}
+                    {
+                        "type": "event",
+                        "event": "connect.challenge",
+                        "payload": {"nonce": nonce, "ts": ts, **self._padding(self.challenge_padding)},
+                    }
                 )
             )
             raw = await ws.recv()
@@ -114,6 +120,7 @@ class FakeGateway:
                                 "maxPayload": self.max_payload,
                                 "tickIntervalMs": self.tick_interval_ms,
                             },
+                            **self._padding(self.hello_padding),
                         },
                     }
                 )
@@ -126,6 +133,18 @@ class FakeGateway:
                 ticker.cancel()
         except Exception:
             pass
+
+    @staticmethod
+    def _padding(size: int) -> dict[str, str]:
+        return {"snapshotPad": "x" * size} if size else {}
+
+    def freeze(self) -> None:
+        """Act like a SIGSTOPped gateway: the live connection stays open but nothing is read or
+        answered (no pongs) and no ticks are sent."""
+        self.send_ticks = False
+        conn = self.live
+        assert conn is not None, "no live node connection"
+        conn.transport.pause_reading()
 
     def _signature_ok(self, params: dict[str, Any], nonce: str, ts: int) -> bool:
         device, client, auth = (

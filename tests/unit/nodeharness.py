@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +45,30 @@ def make_config(tmp: Path, url: str, **overrides: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def running_node(
-    tmp: Path, gw: FakeGateway, *, extra_caps: list[Capability] | None = None, **overrides: Any
+    tmp: Path,
+    gw: FakeGateway,
+    *,
+    extra_caps: list[Capability] | None = None,
+    started_caps: Callable[[NodeRunner], list[Capability]] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[NodeRunner]:
+    """`started_caps` builds capabilities that use the runner as their services and need start()."""
     config = make_config(tmp, gw.url, **overrides)
     state = StateDir(config.state_dir)
     runner = NodeRunner(config, state.load_or_create_identity(), state)
-    runner.set_capabilities([SystemCapability(config.capabilities["system"], runner), *(extra_caps or [])])
+    owned = started_caps(runner) if started_caps else []
+    for cap in owned:
+        await cap.start()
+    runner.set_capabilities(
+        [SystemCapability(config.capabilities["system"], runner), *(extra_caps or []), *owned]
+    )
     task = asyncio.get_running_loop().create_task(runner.run())
     try:
         yield runner
     finally:
+        for cap in owned:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cap.stop(), 5)
         runner.stop()
         session = runner.session
         if session is not None:

@@ -476,16 +476,27 @@ class GpioCapability(Capability):
         except Exception as exc:
             raise _pin_error(exc) from None
         started = time.time()
-        # The restore belongs to the capability, not to this invoke: a cancelled invoke, a lost gateway
-        # or a dropped connection all still end the pulse on time.
+        # The restore belongs to the capability, not to this invoke: a lost gateway or a dropped
+        # connection still ends the pulse on time. A pulse lives no longer than its invoke, though: at
+        # the invoke's deadline, or when the invoke is cancelled, the pin goes back at once.
         task = self._spawn(self._restore_after(name, ms / 1000, restore_to), f"gpio-pulse-{name}")
-        self.pulses[name] = _Pulse(restore_to, task)
+        pulse = _Pulse(restore_to, task)
+        self.pulses[name] = pulse
         try:
-            await asyncio.shield(task)
+            async with asyncio.timeout(ctx.remaining()):
+                await asyncio.shield(task)
+        except TimeoutError:
+            self._end_pulse_early(name, pulse, why="pulse cut at the invoke deadline")
+            raise InvokeError(
+                "TIMEOUT",
+                f"a {ms:g} ms pulse does not fit the invoke's {ctx.timeout_ms} ms deadline; "
+                f"{name} was set back to {restore_to:g} at the deadline",
+            ) from None
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
-                raise  # this invoke was cancelled; the restore still runs on its own
+                self._end_pulse_early(name, pulse, why="pulse cut: invoke cancelled")
+                raise
         return {
             "name": name,
             "pulsed_to": value,
@@ -494,6 +505,13 @@ class GpioCapability(Capability):
             "started": iso_time(started),
             "interrupted": task.cancelled(),
         }
+
+    def _end_pulse_early(self, name: str, pulse: _Pulse, *, why: str) -> None:
+        """Restore now, unless a newer pulse or an explicit write has taken the pin over already."""
+        if self.pulses.get(name) is pulse:
+            del self.pulses[name]
+            pulse.task.cancel()
+            self._set(name, pulse.restore_to, why=why)
 
     async def _restore_after(self, name: str, seconds: float, restore_to: float) -> None:
         await asyncio.sleep(seconds)
