@@ -176,7 +176,11 @@ class ConnectionMixin:
         except SessionEnded as ended:
             if ended.kind == "rejected" and ended.error is not None:
                 return self._on_rejected(ended.error, auth)
-            return self._on_failed_attempt(ended.message)
+            return self._on_failed_attempt(f"{ended.reason_code}: {ended.message}")
+        except Exception as exc:  # an answer nobody foresaw, or our own bug: a coded reconnect, never a crash
+            session.abort()
+            log.debug("connect attempt failed", exc_info=True)
+            return self._on_failed_attempt(f"CONNECT_FAILED: {type(exc).__name__}: {exc}")
         # connected ------------------------------------------------------------------------------
         self.session = session
         self._attempt = 0
@@ -227,8 +231,8 @@ class ConnectionMixin:
         if self._reconnect_reason:
             log.info("reconnecting: %s", self._reconnect_reason)
             return 0.05
-        log.warning("disconnected: %s", end.message)
-        self.status.last_error = end.message
+        log.warning("disconnected: %s: %s", end.reason_code, end.message)
+        self.status.last_error = f"{end.reason_code}: {end.message}"
         if end.kind == "shutdown":
             payload = session.shutdown_payload or {}
             expected = payload.get("restartExpectedMs")
