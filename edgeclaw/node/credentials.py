@@ -8,12 +8,13 @@ import asyncio
 import errno
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgeclaw.config import Config
 from edgeclaw.node.status import NodeStatus
 from edgeclaw.platform.logsetup import REDACTOR
 from edgeclaw.platform.state import PairingState, StateDir, StoredToken
+from edgeclaw.platform.supervisor import Restart, Supervisor
 from edgeclaw.protocol.handshake import Auth
 
 log = logging.getLogger("edgeclaw.runner")
@@ -33,15 +34,13 @@ class CredentialsMixin:
     _bootstrap_token: str | None
     _unsaved_token: str | None  # issued by the gateway, not yet on disk (state dir full/RO)
     _token_override: str | None
-    _state_retry: asyncio.Task[Any] | None
+    supervisor: Supervisor
     _state_problems: dict[str, str]
     _stop: asyncio.Event
 
     if TYPE_CHECKING:
 
         def _publish_status(self, *, force: bool = False) -> None: ...
-
-        def _spawn(self, coro: Any, name: str, *, session_scoped: bool = False) -> asyncio.Task[Any]: ...
 
     def _auth(self) -> Auth:
         if self._unsaved_token:  # newer than anything on disk
@@ -140,8 +139,7 @@ class CredentialsMixin:
         self._state_problems[what] = text
         self.status.state_error = " | ".join(self._state_problems.values())
         self._publish_status(force=True)
-        if self._state_retry is None or self._state_retry.done():
-            self._state_retry = self._spawn(self._state_retry_loop(), "state-write-retry")
+        self.supervisor.start_child("state-write-retry", self._state_retry_loop, restart=Restart.TRANSIENT)
 
     def _state_write_ok(self, what: str, message: str | None = None) -> None:
         had = self._state_problems.pop(what, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -20,6 +21,7 @@ from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.logsetup import set_level, setup_logging
 from edgeclaw.platform.metrics import LoopLag
 from edgeclaw.platform.state import StateDir, StateError
+from edgeclaw.platform.supervisor import EX_SOFTWARE, Escalated, Restart, Supervisor
 from edgeclaw.platform.systemd import Notifier, watchdog_interval
 from edgeclaw.platform.telemetry import Telemetry
 from edgeclaw.typedconfig import ConfigError
@@ -45,7 +47,11 @@ class Daemon:
         self.runner: NodeRunner | None = None
         self.loop_lag = 0.0
         self.lag_samples = LoopLag()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # every long-lived task of the process runs under this tree; giving up means exit EX_SOFTWARE
+        self.supervisor = Supervisor("edgeclaw", bus=self.bus, fatal=(FatalError,))
+        self.cap_starts = self.supervisor.child_supervisor(
+            "capability-start", backoff_initial_s=2.0, backoff_max_s=300.0
+        )
         self._stopping = False
 
     async def main(self) -> int:
@@ -61,7 +67,13 @@ class Daemon:
         except OSError as exc:
             log.error("state directory %s is not usable: %s", self.state.path, exc)
             return EX_CONFIG
-        runner = NodeRunner(self.config, identity, self.state, bus=self.bus)
+        runner = NodeRunner(
+            self.config,
+            identity,
+            self.state,
+            bus=self.bus,
+            supervisor=self.supervisor.child_supervisor("node"),
+        )
         self.runner = runner
         self.bus.subscribe(self._on_bus)
         self.telemetry = Telemetry(
@@ -73,7 +85,7 @@ class Daemon:
             loop_lag=lambda: self.loop_lag,
             loop_lag_samples=self.lag_samples,
         )
-        self._spawn(self.telemetry.run(), "telemetry")
+        self.supervisor.start_child("telemetry", self.telemetry.run)
         await self._apply_capabilities(self.config)
         log.info(
             "EdgeClaw node %s (%s) declaring %d commands: %s",
@@ -85,22 +97,25 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(), "reload"))
-        self._spawn(self._lag_monitor(), "loop-lag")
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.supervisor.spawn(self.reload(), "reload"))
+        self.supervisor.start_child("loop-lag", self._lag_monitor)
         interval = watchdog_interval()
         if interval:
-            self._spawn(self._watchdog(interval), "watchdog")
+            self.supervisor.start_child("watchdog", lambda: self._watchdog(interval))
         self.notifier.ready(runner.status.line())
+        # the connection loop is a transient child: a crash out of it is restarted with backoff
+        self.supervisor.start_child("connection", runner.run, restart=Restart.TRANSIENT)
         try:
-            await runner.run()
-        except FatalError as exc:
-            log.error("%s", exc)
-            self.notifier.status(f"stopped: {exc}")
+            await self.supervisor.join("connection")
+        except Escalated as exc:
+            code = exc.cause.exit_code if isinstance(exc.cause, FatalError) else EX_SOFTWARE
+            message = str(exc.cause) if isinstance(exc.cause, FatalError) else f"gave up: {exc.reason}"
+            log.error("%s", message)
+            self.notifier.status(f"stopped: {message}")
             await self._stop_capabilities()
-            return exc.exit_code
+            return code
         finally:
-            for task in list(self._tasks):
-                task.cancel()
+            self.supervisor.cancel_all()
         return 0
 
     # capabilities ---------------------------------------------------------------------------------
@@ -110,6 +125,7 @@ class Daemon:
             section = config.capabilities.get(key)
             enabled = bool(getattr(section, "enabled", False))
             current = self.caps.get(key)
+            self.cap_starts.cancel_child(key)  # a pending retry is replaced by what this config says
             if current is not None and not enabled:
                 await _safe(current.stop(), f"{key}: stop")
                 del self.caps[key]
@@ -117,13 +133,33 @@ class Daemon:
                 await current.reload(section)
             elif enabled:
                 try:
-                    cap = module.create(section, self.runner)
-                    await cap.start()
+                    await self._start_capability(key, module, section)
                 except Exception as exc:
-                    log.error("capability %s failed to start and is left out: %s", key, exc)
-                    continue
-                self.caps[key] = cap
+                    log.error("capability %s failed to start: %s; retrying with backoff", key, exc)
+                    self.cap_starts.start_child(
+                        key,
+                        functools.partial(self._start_capability, key, module, section, late=True),
+                        restart=Restart.TRANSIENT,
+                        critical=False,  # missing hardware must not restart the whole node
+                    )
         self.runner.set_capabilities(list(self.caps.values()))
+
+    async def _start_capability(
+        self, key: str, module: ModuleType, section: Any, *, late: bool = False
+    ) -> None:
+        """Create and start one capability; a late start (a retry that worked) widens the surface."""
+        assert self.runner is not None
+        cap = module.create(section, self.runner)
+        try:
+            await cap.start()
+        except Exception:
+            await _safe(cap.stop(), f"{key}: stop after a failed start")
+            raise
+        self.caps[key] = cap
+        if late:
+            log.info("capability %s started after a retry", key)
+            self.runner.set_capabilities(list(self.caps.values()))
+            self.runner.request_reconnect(f"capability {key} started")
 
     async def _stop_capabilities(self) -> None:
         for key, cap in list(self.caps.items()):
@@ -134,7 +170,7 @@ class Daemon:
         if self._stopping:
             return
         self._stopping = True
-        self._spawn(self.stop(), "stop")
+        self.supervisor.spawn(self.stop(), "stop")
 
     async def stop(self) -> None:
         assert self.runner is not None
@@ -200,7 +236,7 @@ class Daemon:
         assert self.runner is not None
         if self.loop_lag > LAG_UNHEALTHY_S:
             return f"event loop lagging {self.loop_lag:.1f} s"
-        return self.runner.health(asyncio.get_running_loop().time())
+        return self.runner.health(asyncio.get_running_loop().time()) or self.supervisor.health()
 
     async def _watchdog(self, interval: float) -> None:
         last_reason: str | None = None
@@ -217,11 +253,6 @@ class Daemon:
             if self.runner is not None and not self._stopping:
                 self.notifier.status(self.runner.status.line())
             await asyncio.sleep(interval)
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 async def _safe(coro: Any, what: str) -> None:

@@ -37,6 +37,7 @@ from edgeclaw.node.surface import SURFACE_RECHECK_S, SurfaceMixin
 from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.logsetup import REDACTOR
 from edgeclaw.platform.state import StateDir
+from edgeclaw.platform.supervisor import Restart, Supervisor
 from edgeclaw.protocol.frames import Event
 from edgeclaw.protocol.handshake import PROTOCOL_VERSION, is_pairing_changed
 from edgeclaw.protocol.identity import DeviceIdentity
@@ -78,11 +79,14 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
         state: StateDir,
         *,
         bus: EventBus | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.state = state
         self.bus = bus or EventBus()
+        # the daemon passes a branch of its tree; alone (tests, `edgeclaw pair`) the runner has its own
+        self.supervisor = supervisor or Supervisor("node", bus=self.bus)
         self.node_id = identity.device_id
         self.display_name = config.node.display_name or identity.device_id[:12]
         self.capabilities: list[Capability] = []
@@ -104,8 +108,7 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
         self.approved_event = asyncio.Event()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._session_tasks: set[asyncio.Task[Any]] = set()
+        self._session_tasks: set[asyncio.Task[Any]] = set()  # short, once per session: not children
         self._fast_probe_until = 0.0
         self._invoke_status_stale = False
         self._invoke_status_timer: asyncio.TimerHandle | None = None
@@ -113,7 +116,6 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
         self._logged_request_ids: set[str] = set()
         self._bootstrap_token: str | None = None
         self._unsaved_token: str | None = None  # issued by the gateway, not yet on disk (state dir full/RO)
-        self._state_retry: asyncio.Task[Any] | None = None
         self._state_problems: dict[str, str] = {}
         self._token_override: str | None = config.gateway_token
         self._instance_id = state.instance_id()
@@ -173,7 +175,7 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
         self._reconnect_reason = reason
         session = self.session
         if session is not None:
-            self._spawn(session.close(1012, reason), "reconnect-close")
+            self.supervisor.spawn(session.close(1012, reason), "reconnect-close")
         self._wake.set()
 
     # lifecycle ------------------------------------------------------------------------------------
@@ -216,19 +218,17 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
     # one connection -------------------------------------------------------------------------------
 
     # while connected ------------------------------------------------------------------------------
-    def _spawn(self, coro: Any, name: str, *, session_scoped: bool = False) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        bucket = self._session_tasks if session_scoped else self._tasks
-        bucket.add(task)
-        task.add_done_callback(bucket.discard)
-        task.add_done_callback(_log_task_failure)
-        return task
+    def _spawn_for_session(self, coro: Any, name: str) -> None:
+        task = self.supervisor.spawn(coro, name)
+        self._session_tasks.add(task)
+        task.add_done_callback(self._session_tasks.discard)
 
     def _start_session_tasks(self) -> None:
-        self._spawn(self._after_connect(), "after-connect", session_scoped=True)
-        self._spawn(self._stats_loop(), "host-stats", session_scoped=True)
+        self._spawn_for_session(self._after_connect(), "after-connect")
+        self.supervisor.start_child("host-stats", self._stats_loop, restart=Restart.TRANSIENT)
 
     async def _cancel_session_tasks(self) -> None:
+        await self.supervisor.stop_child("host-stats", timeout=2.0)
         tasks = list(self._session_tasks)
         for task in tasks:
             task.cancel()
@@ -245,7 +245,7 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
             payload = event.payload if isinstance(event.payload, dict) else {}
             if payload.get("decision") == "approved":
                 self._set_surface_approved()
-                self._spawn(self._after_approval(), "after-approval", session_scoped=True)
+                self._spawn_for_session(self._after_approval(), "after-approval")
             else:
                 log.warning("the gateway %s the node's command surface", payload.get("decision", "resolved"))
         elif name == "tick":
@@ -269,11 +269,3 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
         return 25 * 1024 * 1024
 
     # status ---------------------------------------------------------------------------------------
-
-
-def _log_task_failure(task: asyncio.Task[Any]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("background task %s failed: %r", task.get_name(), exc)

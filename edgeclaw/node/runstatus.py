@@ -13,6 +13,7 @@ from edgeclaw.node.session import Session
 from edgeclaw.node.status import NodeStatus, StatusFile
 from edgeclaw.platform import events
 from edgeclaw.platform.events import EventBus
+from edgeclaw.platform.supervisor import Supervisor
 
 INVOKE_STATUS_INTERVAL_S = 2.0  # invoke counts reach STATUS= and status.json at most this often
 
@@ -26,6 +27,7 @@ class StatusMixin:
     dispatcher: Dispatcher
     capabilities: list[Capability]
     session: Session | None
+    supervisor: Supervisor
     next_attempt_at: float | None
     _invoke_status_stale: bool
     _invoke_status_timer: asyncio.TimerHandle | None
@@ -44,10 +46,14 @@ class StatusMixin:
             "capabilities": sorted(cap.manifest.name for cap in self.capabilities),
             "commands": self.declared_commands(),
             "withheld_commands": list(status.withheld_commands),
+            "supervisor_restarts": self.supervisor.total_restarts(),
         }
 
     # lifecycle ------------------------------------------------------------------------------------
     def _track_invokes(self, name: str, fields: dict[str, Any]) -> None:
+        if name in (events.CHILD_DOWN, events.CHILD_RESTART):
+            self._refresh_tasks()
+            return
         if name == events.INVOKE_STOP:
             self.status.invokes = self.dispatcher.invoke_count
             self.status.last_invoke_at = time.time()
@@ -67,6 +73,13 @@ class StatusMixin:
                 INVOKE_STATUS_INTERVAL_S, self._flush_invoke_status
             )
 
+    def _refresh_tasks(self) -> None:
+        """A supervised task went down or came back: status.json and STATUS= say so at once."""
+        root = self.supervisor.root
+        self.status.tasks = root.snapshot()
+        self.status.task_restarts = root.total_restarts()
+        self._publish_status(force=True)
+
     def _publish_status(self, *, force: bool = False) -> None:
         self.status_file.write(self.status, force=force)
         self.bus.emit(events.STATE, state=self.status.connection, detail=self.status.line())
@@ -84,4 +97,4 @@ class StatusMixin:
         overdue = self.dispatcher.oldest_overdue(now, grace=30.0)
         if overdue is not None:
             return f"invoke {overdue} is stuck past its deadline"
-        return None
+        return self.supervisor.health()  # a supervised task (here or in a capability) is down

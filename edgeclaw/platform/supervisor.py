@@ -174,6 +174,11 @@ class Supervisor:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
+    def cancel_all(self) -> None:
+        """Cancel everything without waiting (the process is about to exit)."""
+        self._stopped = True
+        self._halt_all()
+
     # state for health, status and telemetry -------------------------------------------------------
     def health(self, now: float | None = None) -> str | None:
         """Why not healthy: a critical child down or waiting to restart (None when all run)."""
@@ -246,6 +251,7 @@ class Supervisor:
                 exc_info=exc,
             )
             child.state = "backoff"
+            self._emit(events.CHILD_DOWN, child=f"{self.name}/{child.name}", error=why, restart_in_s=None)
             self._escalate(f"{child.name} failed {self.intensity + 1} times in {self.period_s:.0f} s", exc)
             return
         delay = self._backoff(child.failures_in_row)
@@ -260,6 +266,7 @@ class Supervisor:
         )
         child.state = "backoff"
         child.retry_at = time.monotonic() + delay
+        self._emit(events.CHILD_DOWN, child=f"{self.name}/{child.name}", error=why, restart_in_s=delay)
         child.timer = asyncio.get_running_loop().call_later(delay, self._restart, child)
 
     def _restart(self, child: Child) -> None:
@@ -267,9 +274,8 @@ class Supervisor:
             return
         child.restarts += 1
         self.restarts_total += 1
-        if self.bus is not None:
-            self.bus.emit(events.CHILD_RESTART, child=f"{self.name}/{child.name}", error=child.last_error)
         self._launch(child)
+        self._emit(events.CHILD_RESTART, child=f"{self.name}/{child.name}", error=child.last_error)
 
     def _too_many_restarts(self) -> bool:
         now = time.monotonic()
@@ -319,11 +325,8 @@ class Supervisor:
             if child.state != "done":
                 child.restarts += 1
                 self.restarts_total += 1
-                if self.bus is not None:
-                    self.bus.emit(
-                        events.CHILD_RESTART, child=f"{self.name}/{child.name}", error=child.last_error
-                    )
                 self._launch(child)
+                self._emit(events.CHILD_RESTART, child=f"{self.name}/{child.name}", error=child.last_error)
 
     def _halt(self, child: Child) -> asyncio.Task[Any] | None:
         if child.timer is not None:
@@ -355,6 +358,14 @@ class Supervisor:
         exc = task.exception()
         if exc is not None:
             log.error("task %s/%s failed: %r", self.name, task.get_name(), exc, exc_info=exc)
+
+    @property
+    def root(self) -> Supervisor:
+        return self.parent.root if self.parent is not None else self
+
+    def _emit(self, name: str, **fields: Any) -> None:
+        if self.bus is not None:
+            self.bus.emit(name, **fields)
 
     def _escalation_future(self) -> asyncio.Future[Escalated]:
         if self.parent is not None:
