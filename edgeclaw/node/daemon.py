@@ -141,6 +141,7 @@ class Daemon:
                         functools.partial(self._start_capability, key, module, section, late=True),
                         restart=Restart.TRANSIENT,
                         critical=False,  # missing hardware must not restart the whole node
+                        retrying=f"{type(exc).__name__}: {exc}",
                     )
         self.runner.set_capabilities(list(self.caps.values()))
 

@@ -105,14 +105,24 @@ class Supervisor:
         *,
         restart: Restart = Restart.PERMANENT,
         critical: bool = True,
+        retrying: str | None = None,
     ) -> Child:
-        """Start (or keep) the child called `name`: idempotent while it runs or waits to restart."""
+        """Start (or keep) the child called `name`: idempotent while it runs or waits to restart.
+        `retrying`: the first try already failed elsewhere (with this error): begin with a backoff."""
         child = self.children.get(name)
         if child is not None and child.state in ("running", "backoff"):
             return child
         child = Child(name=name, factory=factory, restart=restart, critical=critical)
         self.children[name] = child
-        self._launch(child)
+        if retrying is None:
+            self._launch(child)
+        else:
+            child.last_error = retrying
+            child.failures_in_row = 1
+            child.state = "backoff"
+            delay = self._backoff(1)
+            child.retry_at = time.monotonic() + delay
+            child.timer = asyncio.get_running_loop().call_later(delay, self._restart, child)
         return child
 
     def is_active(self, name: str) -> bool:
