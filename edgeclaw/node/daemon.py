@@ -53,6 +53,7 @@ class Daemon:
             "capability-start", backoff_initial_s=2.0, backoff_max_s=300.0
         )
         self._stopping = False
+        self._stop_task: asyncio.Task[Any] | None = None
 
     async def main(self) -> int:
         try:
@@ -107,6 +108,8 @@ class Daemon:
         self.supervisor.start_child("connection", runner.run, restart=Restart.TRANSIENT)
         try:
             await self.supervisor.join("connection")
+            if self._stop_task is not None:  # the connection ended first: let stop() finish its work
+                await asyncio.wait({self._stop_task}, timeout=DRAIN_TIMEOUT_S + 10)
         except Escalated as exc:
             code = exc.cause.exit_code if isinstance(exc.cause, FatalError) else EX_SOFTWARE
             message = str(exc.cause) if isinstance(exc.cause, FatalError) else f"gave up: {exc.reason}"
@@ -171,7 +174,7 @@ class Daemon:
         if self._stopping:
             return
         self._stopping = True
-        self.supervisor.spawn(self.stop(), "stop")
+        self._stop_task = self.supervisor.spawn(self.stop(), "stop")
 
     async def stop(self) -> None:
         assert self.runner is not None

@@ -167,3 +167,18 @@ async def test_a_capability_that_fails_to_start_is_retried_and_joins_the_surface
         assert "device.info" in gw.connects[-1]["commands"]
         assert "device" in daemon.caps
         assert daemon.health() is None
+
+
+async def test_a_stop_finishes_its_work_before_main_returns(tmp_path: Path, gw: FakeGateway) -> None:
+    """main() waits for stop() once the connection child is done (it used to race it): an output at 1
+    with a safe state is at 0 when main() returns."""
+    gpio = {"enabled": True, "pins": {"relay": {"pin": 17, "kind": "output", "safe_state": 0}}}
+    async with daemon_task(tmp_path, gw, gpio=gpio) as (daemon, task):
+        await gw.wait_hello(1, timeout=10)
+        relay = daemon.caps["gpio"].pins["relay"]
+        relay.write(1)
+        mock_pin = relay.device.pin
+        assert mock_pin.state == 1
+        daemon._on_stop_signal()
+        assert await asyncio.wait_for(task, 10) == 0
+        assert mock_pin.state == 0
