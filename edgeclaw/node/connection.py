@@ -24,14 +24,11 @@ from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.state import PairingState
 from edgeclaw.protocol.frames import Event, GatewayError
 from edgeclaw.protocol.handshake import (
-    FALLBACK_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Auth,
     Challenge,
     ClientInfo,
-    ConnectAction,
     build_connect_params,
-    classify_connect_error,
 )
 from edgeclaw.protocol.identity import DeviceIdentity
 
@@ -101,6 +98,8 @@ class ConnectionMixin:
         async def _cancel_session_tasks(self) -> None: ...
 
         def _on_event(self, event: Event) -> None: ...
+
+        def _on_rejected(self, error: GatewayError, auth: Auth) -> float: ...
 
     async def run(self) -> None:
         """Connect and serve until stop() is called; raises FatalError for unrecoverable credentials."""
@@ -243,60 +242,6 @@ class ConnectionMixin:
         if end.kind == "tick-timeout":
             return 0.1
         return self._backoff_delay() if loop.time() >= self._fast_probe_until else FAST_PROBE_INTERVAL_S
-
-    def _on_rejected(self, error: GatewayError, auth: Auth) -> float:
-        verdict = classify_connect_error(error, auth=auth)
-        action = verdict.action
-        self.status.last_error = f"{error.detail_code or error.code}: {error.message}"
-        if action is ConnectAction.PAIRING_WAIT:
-            rid = verdict.request_id
-            self.status.set_connection("pairing-wait")
-            self.status.pairing = "device-pending"
-            self.status.device_request_id = rid
-            self.pairing.device_approved = False
-            self.pairing.device_request_id = rid
-            self._save_pairing()
-            if rid and rid not in self._logged_request_ids:
-                self._logged_request_ids.add(rid)
-                log.warning(
-                    "pairing required: approve this device on the gateway with `openclaw devices approve %s` "
-                    "(device id %s); retrying every %.0f s",
-                    rid,
-                    self.node_id,
-                    self.config.gateway.pairing_retry_s,
-                )
-            self.bus.emit(events.PAIRING, stage="device-pending", request_id=rid)
-            delay = self.config.gateway.pairing_retry_s * random.uniform(0.9, 1.1)
-            return self._schedule(delay)
-        if action is ConnectAction.DROP_DEVICE_TOKEN:
-            log.warning("the gateway no longer accepts our device token; dropping it and pairing again")
-            self._unsaved_token = None
-            self._drop_stored_token()
-            return self._schedule(0.2)
-        if action is ConnectAction.DROP_BOOTSTRAP_TOKEN:
-            log.error("the setup code was already used or has expired; falling back to the configured token")
-            self._bootstrap_token = None
-            self._consume_setup_code()
-            return self._schedule(0.2)
-        if action is ConnectAction.PROTOCOL_FALLBACK:
-            log.warning("gateway expects protocol %s; falling back", FALLBACK_PROTOCOL_VERSION)
-            self.protocol = FALLBACK_PROTOCOL_VERSION
-            return self._schedule(0.1)
-        if action is ConnectAction.FATAL_PROTOCOL:
-            self._fatal(
-                EX_PROTOCOL, f"no protocol in common with the gateway: {error.message} {error.details}"
-            )
-        if action is ConnectAction.FATAL_AUTH:
-            self._fatal(
-                EX_NOPERM,
-                f"the gateway refused our credentials ({error.detail_code or error.code}: {error.message}); "
-                "fix gateway.token_file (or pair again with a new setup code) and restart",
-            )
-        if action is ConnectAction.RETRY_AFTER and verdict.retry_after_ms is not None:
-            log.info("gateway busy (%s); retrying in %.1f s", error.message, verdict.retry_after_ms / 1000)
-            self.status.set_connection("backoff")
-            return self._schedule(verdict.retry_after_ms / 1000)
-        return self._on_failed_attempt(f"connect refused: {error.detail_code or error.code}: {error.message}")
 
     def _fatal(self, code: int, message: str) -> None:
         self.status.set_connection("fatal")

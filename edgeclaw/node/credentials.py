@@ -1,5 +1,6 @@
-"""Credentials and pairing state of the runner: which secret to connect with, storing the device token
-the gateway issues, and the state-directory writes behind them (which may fail on a full or read-only
+"""Credentials and pairing state of the runner: which secret to connect with, what a refused connect
+means (pairing wait, a dead token, protocol fallback, fatal), storing the device token the gateway
+issues, and the state-directory writes behind them (which may fail on a full or read-only
 SD card without stopping the node)."""
 
 from __future__ import annotations
@@ -7,15 +8,25 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeclaw.config import Config
+from edgeclaw.node.connection import EX_NOPERM, EX_PROTOCOL
 from edgeclaw.node.status import NodeStatus
+from edgeclaw.platform import events
+from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.logsetup import REDACTOR
 from edgeclaw.platform.state import PairingState, StateDir, StoredToken
 from edgeclaw.platform.supervisor import Restart, Supervisor
-from edgeclaw.protocol.handshake import Auth
+from edgeclaw.protocol.frames import GatewayError
+from edgeclaw.protocol.handshake import (
+    FALLBACK_PROTOCOL_VERSION,
+    Auth,
+    ConnectAction,
+    classify_connect_error,
+)
 
 log = logging.getLogger("edgeclaw.runner")
 
@@ -36,11 +47,20 @@ class CredentialsMixin:
     _token_override: str | None
     supervisor: Supervisor
     _state_problems: dict[str, str]
+    _logged_request_ids: set[str]
+    bus: EventBus
+    protocol: int
     _stop: asyncio.Event
 
     if TYPE_CHECKING:
 
         def _publish_status(self, *, force: bool = False) -> None: ...
+
+        def _schedule(self, delay: float) -> float: ...
+
+        def _on_failed_attempt(self, message: str) -> float: ...
+
+        def _fatal(self, code: int, message: str) -> None: ...
 
     def _auth(self) -> Auth:
         if self._unsaved_token:  # newer than anything on disk
@@ -174,3 +194,58 @@ class CredentialsMixin:
         self._state_write_ok("pairing")
         if self._unsaved_token is not None:
             self._persist_token()  # the directory takes writes again: store the token now
+
+    def _on_rejected(self, error: GatewayError, auth: Auth) -> float:
+        """The gateway refused our connect: wait for pairing, drop a dead token, fall back, or give up."""
+        verdict = classify_connect_error(error, auth=auth)
+        action = verdict.action
+        self.status.last_error = f"{error.detail_code or error.code}: {error.message}"
+        if action is ConnectAction.PAIRING_WAIT:
+            rid = verdict.request_id
+            self.status.set_connection("pairing-wait")
+            self.status.pairing = "device-pending"
+            self.status.device_request_id = rid
+            self.pairing.device_approved = False
+            self.pairing.device_request_id = rid
+            self._save_pairing()
+            if rid and rid not in self._logged_request_ids:
+                self._logged_request_ids.add(rid)
+                log.warning(
+                    "pairing required: approve this device on the gateway with `openclaw devices approve %s` "
+                    "(device id %s); retrying every %.0f s",
+                    rid,
+                    self.node_id,
+                    self.config.gateway.pairing_retry_s,
+                )
+            self.bus.emit(events.PAIRING, stage="device-pending", request_id=rid)
+            delay = self.config.gateway.pairing_retry_s * random.uniform(0.9, 1.1)
+            return self._schedule(delay)
+        if action is ConnectAction.DROP_DEVICE_TOKEN:
+            log.warning("the gateway no longer accepts our device token; dropping it and pairing again")
+            self._unsaved_token = None
+            self._drop_stored_token()
+            return self._schedule(0.2)
+        if action is ConnectAction.DROP_BOOTSTRAP_TOKEN:
+            log.error("the setup code was already used or has expired; falling back to the configured token")
+            self._bootstrap_token = None
+            self._consume_setup_code()
+            return self._schedule(0.2)
+        if action is ConnectAction.PROTOCOL_FALLBACK:
+            log.warning("gateway expects protocol %s; falling back", FALLBACK_PROTOCOL_VERSION)
+            self.protocol = FALLBACK_PROTOCOL_VERSION
+            return self._schedule(0.1)
+        if action is ConnectAction.FATAL_PROTOCOL:
+            self._fatal(
+                EX_PROTOCOL, f"no protocol in common with the gateway: {error.message} {error.details}"
+            )
+        if action is ConnectAction.FATAL_AUTH:
+            self._fatal(
+                EX_NOPERM,
+                f"the gateway refused our credentials ({error.detail_code or error.code}: {error.message}); "
+                "fix gateway.token_file (or pair again with a new setup code) and restart",
+            )
+        if action is ConnectAction.RETRY_AFTER and verdict.retry_after_ms is not None:
+            log.info("gateway busy (%s); retrying in %.1f s", error.message, verdict.retry_after_ms / 1000)
+            self.status.set_connection("backoff")
+            return self._schedule(verdict.retry_after_ms / 1000)
+        return self._on_failed_attempt(f"connect refused: {error.detail_code or error.code}: {error.message}")
