@@ -103,6 +103,20 @@ def _lag(lag: dict[str, float]) -> str | None:
     return " / ".join(f"{key} {lag[key]:.1f} ms" for key in ("p50", "p99", "max") if key in lag)
 
 
+def _restarts(doc: dict[str, Any]) -> str | None:
+    """Supervised tasks that restarted or are down: a part of the node that crashes shows here."""
+    tasks = doc.get("tasks") or {}
+    hurt = [
+        f"{name} {child.get('state')} ×{child.get('restarts', 0)}"
+        + (f" ({child['last_error']})" if child.get("last_error") else "")
+        for name, child in sorted(tasks.items())
+        if isinstance(child, dict) and (child.get("restarts") or child.get("state") != "running")
+    ]
+    if not doc.get("task_restarts") and not hurt:
+        return None
+    return f"{doc.get('task_restarts', 0)}" + (f": {'; '.join(hurt)}" if hurt else "")
+
+
 def _print_status(doc: dict[str, Any]) -> None:
     since = doc.get("since")
     rows = [
@@ -125,6 +139,7 @@ def _print_status(doc: dict[str, Any]) -> None:
         ("invokes", doc.get("invokes")),
         ("gateway ticks", _ticks(doc)),
         ("event-loop lag", _lag(doc.get("loop_lag_ms") or {})),
+        ("task restarts", _restarts(doc)),
         ("last error", doc.get("last_error")),
         ("safe mode", doc.get("safe_mode")),
         ("waiting for", doc.get("waiting_for")),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from edgeclaw.config import Config
     from edgeclaw.platform.events import EventBus
+    from edgeclaw.platform.supervisor import Supervisor
 
 
 class InvokeError(Exception):
@@ -70,6 +71,8 @@ class NodeServices(Protocol):
     display_name: str
     config: Config
     bus: EventBus
+    # long-lived loops of a capability run as children of a nested supervisor made from this one
+    supervisor: Supervisor
 
     @property
     def state_dir(self) -> Path: ...

@@ -44,9 +44,18 @@ async def stop_safely(cap: Capability, what: str) -> bool:
 
 
 class CapabilitySet:
-    def __init__(self, modules: dict[str, ModuleType], services: NodeServices, *, serve: bool = True) -> None:
+    def __init__(
+        self,
+        modules: dict[str, ModuleType],
+        services: NodeServices,
+        *,
+        serve: bool = True,
+        on_start_failed: Callable[[str, Exception], None] | None = None,
+    ) -> None:
         self.modules = modules
         self.services = services
+        # at start, a capability that fails is handed here (the daemon retries it with backoff)
+        self.on_start_failed = on_start_failed
         self.serve = serve  # False for `edgeclaw pair`: declare the commands, run none (see paironly)
         self.caps: dict[str, Capability] = {}
 
@@ -59,18 +68,29 @@ class CapabilitySet:
         return cap
 
     async def start(self, capabilities: dict[str, Any]) -> None:
-        """At start: a capability that fails to start is left out (said so), the node runs without it."""
-        for key, module in self.modules.items():
+        """At start: a capability that fails to start is left out for now (said so) and handed to
+        `on_start_failed`; the node runs without it meanwhile."""
+        for key in self.modules:
             section = capabilities.get(key)
             if not getattr(section, "enabled", False):
                 continue
             try:
-                cap = self._create(module, section)
-                await cap.start()
+                await self.start_one(key, section)
             except Exception as exc:
-                log.error("capability %s failed to start and is left out: %s", key, exc)
-                continue
-            self.caps[key] = cap
+                if self.on_start_failed is None:
+                    log.error("capability %s failed to start and is left out: %s", key, exc)
+                else:
+                    self.on_start_failed(key, exc)
+
+    async def start_one(self, key: str, section: Any) -> None:
+        """Create and start one capability; one that fails half-way is stopped again, not kept."""
+        cap = self._create(self.modules[key], section)
+        try:
+            await cap.start()
+        except Exception:
+            await stop_safely(cap, f"{key} (after a failed start)")
+            raise
+        self.caps[key] = cap
 
     async def apply(self, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         """Move every capability from `old` to `new` config sections, all or nothing; returns what changed.
@@ -123,6 +143,8 @@ class CapabilitySet:
                 await current.reload(old)
 
             return _Step(f"{key} reloaded", reload, restore)
+        if enabled and getattr(old, "enabled", False):
+            return None  # its start failed and is being retried (with the section in force then)
         if enabled:
             box: list[Capability] = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from edgeclaw.platform.events import EventBus
 from edgeclaw.platform.logsetup import set_level, setup_logging
 from edgeclaw.platform.metrics import LoopLag
 from edgeclaw.platform.state import StateDir, StateError
+from edgeclaw.platform.supervisor import EX_SOFTWARE, Escalated, Restart, Supervisor
 from edgeclaw.platform.systemd import Notifier, watchdog_interval
 from edgeclaw.platform.telemetry import Telemetry
 from edgeclaw.typedconfig import ConfigError
@@ -51,7 +53,11 @@ class Daemon:
         self.runner: NodeRunner | None = None
         self.loop_lag = 0.0
         self.lag_samples = LoopLag()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # every long-lived task of the process runs under this tree; giving up means exit EX_SOFTWARE
+        self.supervisor = Supervisor("edgeclaw", bus=self.bus, fatal=(FatalError,))
+        self.cap_starts = self.supervisor.child_supervisor(
+            "capability-start", backoff_initial_s=2.0, backoff_max_s=300.0
+        )
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
@@ -72,9 +78,15 @@ class Daemon:
         except OSError as exc:
             log.error("state directory %s is not usable: %s", self.state.path, exc)
             return EX_CONFIG
-        runner = NodeRunner(self.config, identity, self.state, bus=self.bus)
+        runner = NodeRunner(
+            self.config,
+            identity,
+            self.state,
+            bus=self.bus,
+            supervisor=self.supervisor.child_supervisor("node"),
+        )
         self.runner = runner
-        self.capset = CapabilitySet(self.modules, runner, serve=self.serve)
+        self.capset = CapabilitySet(self.modules, runner, serve=self.serve, on_start_failed=self._retry_start)
         self.caps = self.capset.caps
         self.bus.subscribe(self._on_bus)
         self.telemetry = Telemetry(
@@ -86,7 +98,7 @@ class Daemon:
             loop_lag=lambda: self.loop_lag,
             loop_lag_samples=self.lag_samples,
         )
-        self._spawn(self.telemetry.run(), "telemetry")
+        self.supervisor.start_child("telemetry", self.telemetry.run)
         self.ladder = ladder = Ladder(self)
         ladder.begin()
         await ladder.start_capabilities()
@@ -103,32 +115,41 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self._spawn(self._reload_worker(), "reload")
-        self._spawn(self._lag_monitor(), "loop-lag")
+        sup = self.supervisor
+        sup.start_child("reload", self._reload_worker)
+        sup.start_child("loop-lag", self._lag_monitor)
         interval = watchdog_interval()
         if interval:
-            self._spawn(self._watchdog(interval), "watchdog")
-        self._spawn(ladder.healthy_timer(), "healthy-timer")
+            sup.start_child("watchdog", functools.partial(self._watchdog, interval))
+        sup.start_child("healthy-timer", ladder.healthy_timer, restart=Restart.TRANSIENT)
         self.notifier.ready(runner.status.line())
-        self._spawn(ladder.announce_safe_mode(), "safe-mode-notify")
+        sup.spawn(ladder.announce_safe_mode(), "safe-mode-notify")
         code = 0
         try:
             while True:
+                # the connection loop is a transient child: a crash out of it is restarted with backoff
+                sup.start_child("connection", runner.run, restart=Restart.TRANSIENT)
                 try:
-                    await runner.run()
+                    await sup.join("connection")
                     break
-                except FatalError as exc:
-                    log.error("%s", exc)
-                    if not self.notifier.enabled:  # in a terminal: exit with the status at once
-                        self.notifier.status(f"stopped: {exc}")
-                        code = exc.exit_code
+                except Escalated as exc:
+                    if not isinstance(exc.cause, FatalError):  # restart intensity exceeded
+                        log.error("gave up: %s", exc.reason)
+                        self.notifier.status(f"stopped: gave up: {exc.reason}")
+                        code = EX_SOFTWARE
                         break
-                    if not await ladder.wait_after_fatal(exc):
+                    fatal = exc.cause
+                    log.error("%s", fatal)
+                    if not self.notifier.enabled:  # in a terminal: exit with the status at once
+                        self.notifier.status(f"stopped: {fatal}")
+                        code = fatal.exit_code
+                        break
+                    sup.reset_escalation()
+                    if not await ladder.wait_after_fatal(fatal):
                         break
         finally:
             await self._finish_stop()
-            for task in list(self._tasks):
-                task.cancel()
+            sup.cancel_all()
             ladder.end(code)
         return code
 
@@ -187,6 +208,7 @@ class Daemon:
             raise asyncio.CancelledError
 
     async def _stop_capabilities(self) -> None:
+        self.cap_starts.cancel_all()  # no late start may switch an output on after this
         # a reload in progress finishes first (bounded), so the set stopped is the one that stays
         try:
             await asyncio.wait_for(self._reload_lock.acquire(), RELOAD_WAIT_S)
@@ -198,6 +220,30 @@ class Daemon:
             await self.capset.stop_all()
         if self.runner is not None:
             self.runner.set_capabilities([])
+
+    # capability start retries --------------------------------------------------------------------
+    def _retry_start(self, key: str, exc: Exception) -> None:
+        """A capability that failed to start is retried with backoff instead of dropped until restart;
+        the retries never count against the node's health (missing hardware must not restart it)."""
+        log.error("capability %s failed to start: %s; retrying with backoff", key, exc)
+        self.cap_starts.start_child(
+            key,
+            functools.partial(self._start_late, key),
+            restart=Restart.TRANSIENT,
+            critical=False,
+            retrying=f"{type(exc).__name__}: {exc}",
+        )
+
+    async def _start_late(self, key: str) -> None:
+        """One retry, with the section in force now (a reload may have changed or disabled it)."""
+        assert self.capset is not None and self.runner is not None and self.ladder is not None
+        section = self.ladder.applied_sections().get(key)
+        if self._stopping or key in self.caps or not getattr(section, "enabled", False):
+            return
+        await self.capset.start_one(key, section)
+        log.info("capability %s started after a retry", key)
+        self.runner.set_capabilities(list(self.caps.values()))
+        self.runner.request_reconnect(f"capability {key} started")
 
     # reload ---------------------------------------------------------------------------------------
     def request_reload(self) -> None:
@@ -252,6 +298,9 @@ class Daemon:
             runner.status.reload_error = str(exc)
             log.error("reload failed, rolled back to the running config: %s", exc)
             return f"reload failed: {exc}"
+        for key in self.modules:  # a pending start retry ends when its capability is disabled
+            if not getattr(new.capabilities.get(key), "enabled", False):
+                self.cap_starts.cancel_child(key)
         if self.ladder.leave_safe_mode():
             changed.append("left safe mode")
         runner.set_capabilities(list(self.caps.values()))
@@ -301,7 +350,7 @@ class Daemon:
             return f"event loop lagging {self.loop_lag:.1f} s"
         if self.ladder is not None and self.ladder.waiting:
             return None  # waiting for a fix on purpose: no connection attempts to be overdue
-        return self.runner.health(asyncio.get_running_loop().time())
+        return self.runner.health(asyncio.get_running_loop().time()) or self.supervisor.health()
 
     async def _watchdog(self, interval: float) -> None:
         last_reason: str | None = None
@@ -318,11 +367,6 @@ class Daemon:
             if self.runner is not None and not self._stopping:
                 self.notifier.status(self.runner.status.line())
             await asyncio.sleep(interval)
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def run_daemon(config_path: str | None) -> int:

@@ -39,11 +39,30 @@ TICK_TIMEOUT_CODE = 4000
 FRAME_TOO_BIG_CODE = 1009
 
 
+# the coded reason logged and shown for each way a connection ends (`reason_code` overrides it)
+REASON_CODES = {
+    "unreachable": "GATEWAY_UNREACHABLE",
+    "tls-pin": "TLS_PIN_MISMATCH",
+    "handshake": "HANDSHAKE_FAILED",
+    "rejected": "CONNECT_REJECTED",
+    "closed": "GATEWAY_CLOSED",
+    "tick-timeout": "TICK_TIMEOUT",
+    "ping-timeout": "PING_TIMEOUT",
+    "shutdown": "GATEWAY_SHUTDOWN",
+}
+
+
 class SessionEnded(Exception):
     """The connection is over; `kind` tells the runner how it ended."""
 
     def __init__(
-        self, kind: str, message: str, *, code: int | None = None, error: GatewayError | None = None
+        self,
+        kind: str,
+        message: str,
+        *,
+        code: int | None = None,
+        error: GatewayError | None = None,
+        reason_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = (
@@ -53,6 +72,7 @@ class SessionEnded(Exception):
         self.message = message
         self.code = code
         self.error = error
+        self.reason_code = reason_code or REASON_CODES.get(kind, "CONNECTION_FAILED")
 
 
 class RequestFailed(Exception):
@@ -151,7 +171,7 @@ class Session:
         try:
             return frames.decode(raw)
         except frames.FrameError as exc:
-            log.warning("ignoring a bad frame from the gateway: %s", exc)
+            log.warning("ignoring a bad frame from the gateway (%d bytes): %s", len(raw), exc)
             return None
 
     def _closed(self, exc: ConnectionClosed) -> SessionEnded:
@@ -185,7 +205,14 @@ class Session:
                 except ValueError as exc:
                     log.warning("bad connect.challenge: %s", exc)
         rid = self.next_id()
-        await self.send_json(frames.encode_request(rid, "connect", build_params(challenge)))
+        try:
+            await self.send_json(frames.encode_request(rid, "connect", build_params(challenge)))
+        except ConnectionError:  # closed right after the challenge (a restarting gateway: 1012)
+            code = self.ws.close_code or 1006
+            reason = self.ws.close_reason or "connection lost"
+            raise SessionEnded(
+                "closed", f"gateway closed the connection ({code} {reason})", code=code
+            ) from None
         while True:
             frame = await self._recv_until(deadline, "the connect response")
             if isinstance(frame, Response) and frame.id == rid:
@@ -198,7 +225,9 @@ class Session:
             self.hello = HelloOk.from_payload(frame.payload)
         except ValueError as exc:
             await self.close(1002, "bad hello")
-            raise SessionEnded("handshake", f"unexpected connect response: {exc}") from None
+            raise SessionEnded(
+                "handshake", f"unexpected connect response: {exc}", reason_code="HELLO_INVALID"
+            ) from None
         _set_max_frame(self.ws, MAX_INBOUND_FRAME)
         return self.hello
 

@@ -48,6 +48,9 @@ class NodeStatus:
     # the state directory refused a write (full, read-only): what, and how to fix it
     state_error: str | None = None
     loop_lag_ms: dict[str, float] = field(default_factory=dict)  # last/p50/p99/max over recent samples
+    # supervised long-lived tasks: restarts since start, and {path: {state, restarts, last_error}}
+    task_restarts: int = 0
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     updated: float = field(default_factory=time.time)
 
     def set_connection(self, state: str) -> None:
@@ -65,6 +68,9 @@ class NodeStatus:
             return prefix + f"waiting: {self.waiting_for}"
         if self.state_error:
             prefix += f"{self.state_error} · "
+        down = sorted(name for name, child in self.tasks.items() if child.get("state") == "backoff")
+        if down:
+            prefix += f"task down: {', '.join(down)} · "
         if self.connection == "connected":
             approval = {
                 "approved": "approved",

@@ -21,6 +21,8 @@ INVOKE_STOP = "invoke_stop"  # command, invoke_id, duration_s, outcome (ok|error
 INVOKE_EXCEPTION = "invoke_exception"  # command, invoke_id, error
 STATE = "state"  # state, detail
 LOOP_LAG = "loop_lag"  # lag_s
+CHILD_DOWN = "child_down"  # child (supervisor/name), error, restart_in_s (None: the supervisor gave up)
+CHILD_RESTART = "child_restart"  # child (supervisor/name), error
 
 
 class EventBus:

@@ -110,6 +110,7 @@ class Metrics:
         self.connected = 0
         self.last_hello_ok: float | None = None
         self.loop_lag_events = 0
+        self.child_restarts: dict[str, int] = {}  # by supervised child (our own names: bounded)
         self._labels: dict[str, set[str]] = {"command": set(), "code": set()}
 
     def _label(self, kind: str, value: Any) -> str:
@@ -147,6 +148,9 @@ class Metrics:
             self.reconnects += 1
         elif name == events.LOOP_LAG:
             self.loop_lag_events += 1
+        elif name == events.CHILD_RESTART:
+            child = str(fields.get("child") or "?")
+            self.child_restarts[child] = self.child_restarts.get(child, 0) + 1
 
     def render(self, snap: Snapshot) -> str:
         out: list[str] = []
@@ -264,6 +268,13 @@ class Metrics:
             "counter",
             "Event-loop stalls longer than 1 s.",
             [({}, self.loop_lag_events)],
+        )
+        _family(
+            out,
+            "edgeclaw_supervisor_restarts_total",
+            "counter",
+            "Restarts of a supervised long-lived task after it failed.",
+            [({"child": c}, n) for c, n in sorted(self.child_restarts.items())],
         )
         return "\n".join(out) + "\n"
 

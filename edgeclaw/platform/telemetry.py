@@ -173,14 +173,17 @@ class Telemetry:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(1.0, self.config.textfile_interval_s))
-        finally:
+        except asyncio.CancelledError:
+            # the node is stopping (after a crash the supervisor restarts this: keep the counters then)
             self.metrics.connected = 0
             with contextlib.suppress(Exception):
                 self.write_now()
-            await self._stop_server()
             for unsubscribe in self._unsubscribe:
                 with contextlib.suppress(ValueError):
                     unsubscribe()
+            raise
+        finally:
+            await self._stop_server()
 
     async def reload(self, config: TelemetryConfig) -> None:
         listen_changed = config.metrics_listen != self.config.metrics_listen

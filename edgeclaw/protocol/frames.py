@@ -3,12 +3,49 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_DEPTH = 64  # real gateway frames nest 8 deep; a deeper one is refused before the parser recurses
+# a JSON string (skipped whole, so brackets inside it do not count) or one bracket
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 class FrameError(ValueError):
     """A frame the gateway sent that we cannot make sense of; the session logs it and goes on."""
+
+    def __init__(self, message: str, code: str = "FRAME_INVALID") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse JSON nested deeper than `limit` without recursing (json.loads would raise RecursionError
+    on a 2 KB bomb, and anything walking the result recursively later could too)."""
+    if text.count("[") + text.count("{") <= limit:
+        return
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        char = text[match.start()]
+        if char == "[" or char == "{":
+            depth += 1
+            if depth > limit:
+                raise FrameError(f"nested deeper than {limit} levels", "FRAME_TOO_DEEP")
+        elif char == "]" or char == "}":
+            depth -= 1
+
+
+def _no_constant(name: str) -> Any:
+    raise FrameError(f"non-finite number {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise FrameError(f"number out of range {text[:20]}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -37,7 +74,9 @@ class GatewayError:
             message=str(obj.get("message") or ""),
             details=details if isinstance(details, dict) else {},
             retryable=bool(obj.get("retryable", False)),
-            retry_after_ms=int(retry_after) if isinstance(retry_after, (int, float)) else None,
+            retry_after_ms=int(retry_after)
+            if isinstance(retry_after, (int, float)) and math.isfinite(retry_after)
+            else None,
         )
 
 
@@ -69,8 +108,13 @@ Frame = Request | Response | Event
 def decode(text: str | bytes) -> Frame:
     """Parse one WebSocket message into a frame, or raise FrameError saying what is wrong."""
     try:
-        obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        check_depth(text)
+        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except FrameError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FrameError(f"malformed JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise FrameError(f"frame is a {type(obj).__name__}, not an object")

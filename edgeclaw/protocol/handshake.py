@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeclaw.protocol.frames import GatewayError
 from edgeclaw.protocol.identity import DeviceIdentity, signature_payload_v3
@@ -17,6 +18,8 @@ CLIENT_MODE = "node"
 ROLE = "node"
 PLATFORM = "linux"
 DEVICE_FAMILY = "Linux"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class Challenge:
         nonce, ts = payload.get("nonce"), payload.get("ts")
         if not isinstance(nonce, str) or not nonce:
             raise ValueError("connect.challenge without a nonce")
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
             raise ValueError("connect.challenge without a numeric ts")
         return cls(nonce=nonce, ts=int(ts))
 
@@ -137,26 +140,38 @@ class HelloOk:
 
     @classmethod
     def from_payload(cls, payload: Any) -> HelloOk:
-        """Lenient on what the schema does not promise (auth.method), strict on what we rely on."""
+        """Lenient on what the schema does not promise (auth.method, absent fields get defaults), strict
+        on the type of what we rely on: a mistyped field is a ValueError (a coded reconnect), never a
+        TypeError out of int() deep in the runner."""
         if not isinstance(payload, dict) or payload.get("type") != "hello-ok":
             raise ValueError("connect response is not hello-ok")
-        server = _obj(payload.get("server"))
-        auth = _obj(payload.get("auth"))
-        policy = _obj(payload.get("policy"))
-        max_payload = policy.get("maxPayload")
-        tick = policy.get("tickIntervalMs")
-        token = auth.get("deviceToken")
+        server = _field(payload, "server", dict, {})
+        auth = _field(payload, "auth", dict, {})
+        policy = _field(payload, "policy", dict, {})
+        protocol = _field(payload, "protocol", int, PROTOCOL_VERSION)
+        max_payload = _field(policy, "maxPayload", int, 0)
+        tick = _field(policy, "tickIntervalMs", int, 0)
+        token = _field(auth, "deviceToken", str, "")
+        method = auth.get("method")
         return cls(
-            protocol=int(payload.get("protocol") or PROTOCOL_VERSION),
-            server_version=str(server.get("version") or "?"),
-            conn_id=str(server.get("connId") or ""),
-            device_token=token if isinstance(token, str) and token else None,
-            auth_method=auth.get("method") if isinstance(auth.get("method"), str) else None,
-            max_payload=int(max_payload)
-            if isinstance(max_payload, int) and max_payload > 0
-            else 25 * 1024 * 1024,
-            tick_interval_ms=int(tick) if isinstance(tick, int) and tick > 0 else 30_000,
+            protocol=protocol,
+            server_version=_field(server, "version", str, "") or "?",
+            conn_id=_field(server, "connId", str, ""),
+            device_token=token or None,
+            auth_method=method if isinstance(method, str) else None,
+            max_payload=max_payload if max_payload > 0 else 25 * 1024 * 1024,
+            tick_interval_ms=tick if tick > 0 else 30_000,
         )  # not the payload itself: its snapshot (presence, health; ~15 kB of JSON) is of no use to a node
+
+
+def _field(obj: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
+    """obj[key] if it has the expected type, `default` if absent or null, else ValueError."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"hello-ok field {key!r} is a {type(value).__name__}, not a {kind.__name__}")
+    return value
 
 
 def _obj(value: Any) -> dict[str, Any]:

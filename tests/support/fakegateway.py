@@ -41,6 +41,9 @@ class FakeGateway:
     hello_count: int = 0
     _result_waiters: list[asyncio.Future[None]] = field(default_factory=list)
     ssl: Any = None
+    close_after_challenge: int = 0  # the next N connections: close 1012 right after connect.challenge
+    after_challenge_frames: list[str] = field(default_factory=list)  # one-shot raw frames before hello
+    hello_overrides: list[dict[str, Any]] = field(default_factory=list)  # merged into the next hello-oks
 
     async def start(self, port: int = 0) -> None:
         self.server = await serve(self._handle, "127.0.0.1", port, ssl=self.ssl, max_size=64 * 1024 * 1024)
@@ -79,8 +82,15 @@ class FakeGateway:
                     }
                 )
             )
+            if self.close_after_challenge > 0:
+                self.close_after_challenge -= 1
+                await ws.close(1012, "service restart")
+                return
             raw = await ws.recv()
             frame = json.loads(raw)
+            for extra in self.after_challenge_frames:
+                await ws.send(extra)
+            self.after_challenge_frames = []
             params = frame.get("params") or {}
             self.connects.append(params)
             if not self.answer_connect:
@@ -99,32 +109,24 @@ class FakeGateway:
                 await ws.send(json.dumps({"type": "res", "id": frame["id"], "ok": False, "error": error}))
                 await ws.close(1008, error.get("message", "refused")[:100])
                 return
-            self.hello_count += 1
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "res",
-                        "id": frame["id"],
-                        "ok": True,
-                        "payload": {
-                            "type": "hello-ok",
-                            "protocol": 4,
-                            "server": {"version": "fake", "connId": str(uuid.uuid4())},
-                            "auth": {
-                                "method": "token",
-                                "role": "node",
-                                "scopes": [],
-                                "deviceToken": self.issue_device_token,
-                            },
-                            "policy": {
-                                "maxPayload": self.max_payload,
-                                "tickIntervalMs": self.tick_interval_ms,
-                            },
-                            **self._padding(self.hello_padding),
-                        },
-                    }
-                )
-            )
+            hello: dict[str, Any] = {
+                "type": "hello-ok",
+                "protocol": 4,
+                "server": {"version": "fake", "connId": str(uuid.uuid4())},
+                "auth": {
+                    "method": "token",
+                    "role": "node",
+                    "scopes": [],
+                    "deviceToken": self.issue_device_token,
+                },
+                "policy": {"maxPayload": self.max_payload, "tickIntervalMs": self.tick_interval_ms},
+                **self._padding(self.hello_padding),
+            }
+            if self.hello_overrides:
+                hello.update(self.hello_overrides.pop(0))  # a broken hello-ok: not counted as a hello
+            else:
+                self.hello_count += 1
+            await ws.send(json.dumps({"type": "res", "id": frame["id"], "ok": True, "payload": hello}))
             ticker = asyncio.get_running_loop().create_task(self._ticks(ws))
             try:
                 async for message in ws:

@@ -24,6 +24,7 @@ import pytest
 from edgeclaw.capabilities.base import InvokeContext, InvokeError
 from edgeclaw.capabilities.camera import Config, create
 from edgeclaw.capabilities.camera.capability import CameraCapability, build_backend
+from edgeclaw.platform.supervisor import Supervisor
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 
@@ -124,7 +125,7 @@ async def camera(request: pytest.FixtureRequest) -> AsyncIterator[CameraCapabili
 
 
 def make_camera(config: Config, simulated: bool = False) -> CameraCapability:
-    services = types.SimpleNamespace(simulated=simulated)
+    services = types.SimpleNamespace(simulated=simulated, supervisor=Supervisor("test"))
     cap = create(config, services)  # type: ignore[arg-type]
     assert isinstance(cap, CameraCapability)
     return cap

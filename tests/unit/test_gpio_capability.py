@@ -16,6 +16,7 @@ from edgeclaw.capabilities.gpio import create
 from edgeclaw.capabilities.gpio.config import Config
 from edgeclaw.platform import events
 from edgeclaw.platform.events import EventBus
+from edgeclaw.platform.supervisor import Supervisor
 from edgeclaw.typedconfig import build
 
 PINS: dict[str, Any] = {
@@ -45,6 +46,7 @@ class FakeServices:
         self.display_name = "Garage Pi"
         self.config = SimpleNamespace(runtime_dir=tmp / "run")
         self.bus = EventBus()
+        self.supervisor = Supervisor("test", bus=self.bus, backoff_initial_s=0.01, backoff_max_s=0.05)
         self._state = tmp / "state"
         self._state.mkdir(exist_ok=True)
         self.connected = connected
@@ -496,3 +498,109 @@ async def test_enabled_without_pins_declares_nothing_and_opens_nothing(tmp_path:
     await cap.start()
     assert cap.handlers() == {} and cap.plugin_tools() == [] and cap.factory is None
     await cap.stop()
+
+
+SPOOL_PINS = {
+    "button": {
+        "pin": 22,
+        "kind": "button",
+        "bounce_time": 0,
+        "on_edge": "agent",
+        "trigger_on": "both",
+        "message": "{name} went {state}",
+    }
+}
+
+
+async def test_a_malformed_spool_entry_is_quarantined_and_later_requests_are_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One entry with `"ts": "yesterday"` used to kill the pump with a TypeError: nothing was delivered
+    again, and nothing said so."""
+    now = time.time()
+    good = {"pin": "button", "session_key": "k", "time_in_message": True}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "gpio-spool.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "next_id": 4,
+                "entries": [
+                    {"id": 1, "ts": now - 1, "message": "first", **good},
+                    {"id": 2, "ts": "yesterday", "message": "poison", **good},
+                    {"id": 3, "ts": now - 1, "message": "third", **good},
+                ],
+            }
+        )
+    )
+    cap, svc = await started(tmp_path, connected=True, pins=SPOOL_PINS)
+    try:
+        await cap.on_session_ready()
+        await until(lambda: len(svc.sent) == 2)
+        first, third = (p["message"] for _, p in svc.sent)
+        assert first.startswith("first [note: 1 earlier GPIO event(s) were dropped") and third == "third"
+        for level in (False, True):
+            await drive(cap, "button", level)
+        await until(lambda: len(svc.sent) >= 3)
+        assert svc.sent[-1][1]["message"].startswith("button went ")
+        assert cap.spool.counters.quarantined == 1
+        assert any("quarantined" in r.getMessage() and "yesterday" in r.getMessage() for r in caplog.records)
+        kept = json.loads((svc.state_dir / "gpio-spool.json.quarantine").read_text())
+        assert [e["message"] for e in kept] == ["poison"]
+        assert svc.supervisor.total_restarts() == 0  # skipped, not crashed
+    finally:
+        await cap.stop()
+
+
+async def test_a_crash_in_the_spool_pump_is_restarted_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cap, svc = await started(tmp_path, connected=False, failsafe_after=0)
+    try:
+        real_expire = cap.spool.expire
+        crashes = [RuntimeError("injected into the spool pump")]
+
+        def expire_once(now: float) -> int:
+            if crashes:
+                raise crashes.pop()
+            return real_expire(now)
+
+        monkeypatch.setattr(cap.spool, "expire", expire_once)
+        await drive(cap, "button", False)
+        await asyncio.sleep(0.07)
+        await drive(cap, "button", True)
+        await until(lambda: len(cap.spool.entries) == 1)
+        svc.connected = True
+        cap._wake.set()
+        await until(lambda: svc.supervisor.snapshot()["test/gpio/spool-pump"]["restarts"] == 1)
+        assert (
+            "injected into the spool pump" in svc.supervisor.snapshot()["test/gpio/spool-pump"]["last_error"]
+        )
+        cap._wake.set()  # the restarted pump waits for the next wake-up, as after any start
+        await until(lambda: len(svc.sent) == 1)
+    finally:
+        await cap.stop()
+
+
+async def test_a_crash_in_the_failsafe_timer_is_restarted_and_the_outputs_still_go_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cap, svc = await started(tmp_path, connected=True, failsafe_after=0.2)
+    try:
+        await call(cap, "gpio.write", name="relay", value=1)
+        real_set = cap._set
+        crashes = [RuntimeError("injected into the failsafe timer")]
+
+        def set_once(name: str, value: float, *, why: str) -> bool:
+            if why == "failsafe" and crashes:
+                raise crashes.pop()
+            return real_set(name, value, why=why)
+
+        monkeypatch.setattr(cap, "_set", set_once)
+        svc.connected = False
+        await cap.on_disconnected()
+        await until(lambda: pin(cap, "relay").state == 0)
+        assert svc.supervisor.snapshot()["test/gpio/failsafe"]["restarts"] == 1
+        assert svc.supervisor.total_restarts() == 1
+    finally:
+        await cap.stop()

@@ -439,7 +439,7 @@ async def test_stop_while_connecting_to_a_silent_gateway_is_immediate(
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await node.shutdown(drain_timeout=1)
-        task = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith("NodeRunner.run"))
+        task = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("Mixin.run"))
         await asyncio.wait_for(task, 2)
         assert loop.time() - t0 < 1.5
 

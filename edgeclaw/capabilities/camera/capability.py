@@ -144,7 +144,8 @@ class CameraCapability(Capability):
 
     async def start(self) -> None:
         # detect in the background: picamera2/rpicam listing can take seconds on a Pi
-        self._detect_task = asyncio.get_running_loop().create_task(self._detect(), name="camera:detect")
+        # (a one-shot job, not a loop: the supervisor keeps it referenced and logs a crash)
+        self._detect_task = self.services.supervisor.spawn(self._detect(), "camera:detect")
 
     async def stop(self) -> None:
         task = getattr(self, "_detect_task", None)

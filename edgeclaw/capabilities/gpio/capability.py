@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 from edgeclaw.capabilities.base import (
@@ -25,6 +26,7 @@ from edgeclaw.capabilities.gpio.edges import Debouncer, EdgeRing, iso_time
 from edgeclaw.capabilities.gpio.manifest import MANIFEST
 from edgeclaw.capabilities.gpio.spool import Spool, SpoolEntry
 from edgeclaw.platform import events
+from edgeclaw.platform.supervisor import Restart, Supervisor
 
 log = logging.getLogger("edgeclaw.gpio")
 
@@ -57,10 +59,8 @@ class GpioCapability(Capability):
         self.spool: Spool | None = None
         self.pulses: dict[str, _Pulse] = {}
         self.failsafe_applied_at: float | None = None
-        self._failsafe_task: asyncio.Task[None] | None = None
-        self._pump_task: asyncio.Task[None] | None = None
+        self.sup: Supervisor | None = None  # spool pump and failsafe timer; edge sends and pulses are short
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Any = None
         self.sim: Any = None
@@ -101,7 +101,8 @@ class GpioCapability(Capability):
         self.spool = Spool.open(self.services.state_dir, self.config.spool_max, self.config.spool_max_age)
         self._open_pins(self.config.pins)
         self._unsubscribe = self.services.bus.subscribe(self._on_bus)
-        self._pump_task = self._spawn(self._pump(), "gpio-spool")
+        self.sup = self.services.supervisor.child_supervisor("gpio")
+        self.sup.start_child("spool-pump", self._pump)
         if not self.services.is_connected():
             self._arm_failsafe()
         if self.services.simulated:
@@ -153,16 +154,17 @@ class GpioCapability(Capability):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        for task in (self._failsafe_task, self._pump_task):
-            if task is not None:
-                task.cancel()
+        if self.sup is not None:
+            self.sup.cancel_child("spool-pump")
+            self.sup.cancel_child("failsafe")
         if self.sim is not None:
             await self.sim.stop()
             self.sim = None
         for name in list(self.pins):
             self._close_pin(name, safe=True)
-        for task in list(self._tasks):
-            task.cancel()
+        if self.sup is not None:
+            await self.sup.stop(timeout=2.0)
+            self.sup = None
         self.started = False
 
     async def reload(self, new_config: Any) -> None:
@@ -203,23 +205,22 @@ class GpioCapability(Capability):
             self._wake.set()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        """A short task (an edge event, a pulse's restore) under the capability's supervisor."""
+        assert self.sup is not None
+        return self.sup.spawn(coro, name)
 
     # failsafe --------------------------------------------------------------------------------------
     def _arm_failsafe(self) -> None:
         if self.config.failsafe_after <= 0 or not self.pins:
             return
-        if self._failsafe_task is not None and not self._failsafe_task.done():
+        if self.sup is None:
             return
-        self._failsafe_task = self._spawn(self._failsafe(self.config.failsafe_after), "gpio-failsafe")
+        after = self.config.failsafe_after
+        self.sup.start_child("failsafe", lambda: self._failsafe(after), restart=Restart.TRANSIENT)
 
     def _disarm_failsafe(self) -> None:
-        if self._failsafe_task is not None:
-            self._failsafe_task.cancel()
-            self._failsafe_task = None
+        if self.sup is not None:
+            self.sup.cancel_child("failsafe")
         if self.failsafe_applied_at is not None:
             log.info("gateway reachable again; outputs stay in their safe state until told otherwise")
             self.failsafe_applied_at = None
@@ -311,7 +312,13 @@ class GpioCapability(Capability):
                 entry = spool.head()
                 if entry is None:
                     break
-                outcome = await self._deliver(entry)
+                try:
+                    outcome = await self._deliver(entry)
+                except Exception as exc:  # this entry, every time: set it aside rather than crash-loop
+                    if spool.head() is entry:
+                        spool.entries.pop(0)
+                    spool.quarantine(asdict(entry), f"delivering it failed: {type(exc).__name__}: {exc}")
+                    continue
                 if outcome == "retry":
                     await asyncio.sleep(RETRY_S)
                     continue

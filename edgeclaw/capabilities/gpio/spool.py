@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,23 @@ class SpoolEntry:
     session_key: str
     time_in_message: bool = True  # else the original time is appended when delivery is late
 
+    @classmethod
+    def from_json(cls, doc: Any) -> SpoolEntry:
+        """An entry read back from disk, type-checked: the file may be old, hand-edited or damaged, and
+        one bad entry must not stop the pump (a `"ts": "yesterday"` used to kill it)."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"entry is a {type(doc).__name__}, not an object")
+        ts = doc.get("ts")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+            raise ValueError(f"ts {ts!r} is not a time")
+        for key in ("pin", "message", "session_key"):
+            if not isinstance(doc.get(key), str):
+                raise ValueError(f"{key} {doc.get(key)!r} is not a string")
+        ident, in_message = doc.get("id"), doc.get("time_in_message", True)
+        if not isinstance(ident, int) or isinstance(ident, bool) or not isinstance(in_message, bool):
+            raise ValueError("id or time_in_message has the wrong type")
+        return cls(ident, float(ts), doc["pin"], doc["message"], doc["session_key"], in_message)
+
 
 @dataclass
 class SpoolCounters:
@@ -37,6 +55,7 @@ class SpoolCounters:
     dropped_overflow: int = 0
     dropped_rejected: int = 0
     unreported_drops: int = 0  # drops not yet mentioned to the agent
+    quarantined: int = 0  # malformed entries set aside in <spool>.quarantine, never sent
 
 
 @dataclass
@@ -68,12 +87,20 @@ class Spool:
                 self.path.rename(broken)
             return
         try:
-            self.entries = [SpoolEntry(**e) for e in doc.get("entries", [])]
+            raw_entries = doc.get("entries", [])
+            if not isinstance(raw_entries, list):
+                raise TypeError("entries is not a list")
             self.counters = SpoolCounters(**doc.get("counters", {}))
             self.next_id = int(doc.get("next_id", 1))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             log.error("gpio spool %s has an unknown layout (%s); starting empty", self.path, exc)
             self.entries = []
+            return
+        for raw in raw_entries:
+            try:
+                self.entries.append(SpoolEntry.from_json(raw))
+            except ValueError as exc:
+                self.quarantine(raw, str(exc))
         if self.entries:
             log.info("gpio spool holds %d agent request(s) from before the restart", len(self.entries))
             self.next_id = max(self.next_id, self.entries[-1].id + 1)
@@ -118,6 +145,21 @@ class Spool:
             log.warning("dropped %d spooled agent request(s) older than %.0f s", dropped, self.max_age)
             self.save()
         return dropped
+
+    def quarantine(self, raw: Any, why: str) -> None:
+        """Set a malformed entry aside (appended to <spool>.quarantine for a human) and carry on."""
+        self.counters.quarantined += 1
+        self.counters.unreported_drops += 1
+        path = self.path.with_name(f"{self.path.name}.quarantine")
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+            kept = kept if isinstance(kept, list) else []
+            kept.append(raw)
+            write_atomic(path, json.dumps(kept, separators=(",", ":")) + "\n", mode=0o600)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot write %s: %s", path, exc)
+        log.error("gpio spool: malformed agent request quarantined in %s (%s): %.200r", path, why, raw)
+        self.save()
 
     def head(self) -> SpoolEntry | None:
         return self.entries[0] if self.entries else None
