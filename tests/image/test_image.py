@@ -190,6 +190,10 @@ def test_image_artifacts(built: Built) -> None:
     assert re.search(
         r"^SystemMaxUse=\d+M", (r / "etc/systemd/journald.conf.d/edgeclaw.conf").read_text(), re.M
     )
+    # the hardware watchdog reboots a hung board (the ladder's last rung); within bcm2835_wdt's ~15 s
+    watchdog = (r / "etc/systemd/system.conf.d/edgeclaw-watchdog.conf").read_text()
+    found = re.search(r"^RuntimeWatchdogSec=(\d+)$", watchdog, re.M)
+    assert found and 0 < int(found.group(1)) <= 15, watchdog
     sshd = (r / "etc/ssh/sshd_config.d/edgeclaw.conf").read_text()
     assert "PasswordAuthentication no" in sshd and "KbdInteractiveAuthentication no" in sshd
     assert not list((r / "etc/ssh").glob("ssh_host_*")), "SSH host keys baked into the image"
