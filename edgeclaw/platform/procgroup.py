@@ -1,0 +1,303 @@
+"""Start a subprocess and kill *everything* it started: the one kill strategy of the node (issue 16), used by
+system.run, the camera capture and the system.notify hook.
+
+Why not just `killpg`: a grandchild that calls `setsid` leaves the group and survived it. So:
+
+- the node is a child subreaper (prctl PR_SET_CHILD_SUBREAPER): an orphan is re-parented to the node,
+  never to PID 1, so it stays reachable and its zombie is ours to reap;
+- each tree gets a marker in its environment (`EDGECLAW_TREE=<token>`); an orphan re-parented to the node
+  is attributed to its tree by that marker, everything below it by parentage (/proc);
+- killing a tree = SIGTERM to every member, SIGKILL after a grace, until no member is left;
+- zombies re-parented to the node are reaped; only ours: children this module did not start (libuv's,
+  Popen's elsewhere) are never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MARKER = "EDGECLAW_TREE"
+PR_SET_CHILD_SUBREAPER = 36
+
+_spawn_lock = threading.Lock()  # a fork and its registration happen together: the reaper never sees one half
+_leaders: set[int] = set()  # direct children started here and not yet reaped by their owner
+_active = 0  # trees alive; unattributed orphans are killed only when none is
+_subreaper: bool | None = None
+
+
+def enable_subreaper() -> bool:
+    """Make this process the reaper of its descendants' orphans (once; False where prctl is refused)."""
+    global _subreaper
+    if _subreaper is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _subreaper = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            _subreaper = False
+    return _subreaper
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgrp: int
+    session: int
+    zombie: bool
+
+
+def _stat(pid: int) -> ProcInfo | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0] == b"Z")
+
+
+def processes() -> dict[int, ProcInfo]:
+    table: dict[int, ProcInfo] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (info := _stat(int(name))) is not None:
+            table[info.pid] = info
+    return table
+
+
+def _has_marker(pid: int, marker: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{MARKER}={marker}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def members(leader: int, marker: str | None, *, leader_alive: bool = True) -> set[int]:
+    """Live processes of one tree: the leader (while it is unreaped: afterwards its pid may be reused),
+    its group (a live group id is never reused), their descendants, orphans carrying its marker and
+    theirs. Zombies are left out (nothing to kill)."""
+    table = processes()
+    me = os.getpid()
+    roots = {p.pid for p in table.values() if p.pgrp == leader}
+    if leader_alive:
+        roots.add(leader)
+    if marker is not None:
+        roots |= {
+            p.pid
+            for p in table.values()
+            if p.ppid == me and p.pid not in _leaders and not p.zombie and _has_marker(p.pid, marker)
+        }
+    children: dict[int, list[int]] = {}
+    for p in table.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    found: set[int] = set()
+    stack = [r for r in roots if r in table]
+    while stack:
+        pid = stack.pop()
+        if pid in found or pid == me:
+            continue
+        found.add(pid)
+        stack.extend(children.get(pid, ()))
+    return {p for p in found if not table[p].zombie}
+
+
+def _signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def reap_orphans(*, kill_unattributed: bool = False) -> int:
+    """Reap zombies re-parented to this process (never a child someone here is waiting for). With
+    `kill_unattributed`, also SIGKILL live orphans in a session of their own that no tree claims (a run
+    that scrubbed its environment and daemonized); only called when no tree is running. Returns reaped."""
+    if not _spawn_lock.acquire(blocking=False):
+        return 0  # a fork is in flight: its child is not registered yet; the next call reaps
+    try:
+        me, mysession = os.getpid(), os.getsid(0)
+        reaped = 0
+        for p in processes().values():
+            if p.ppid != me or p.pid in _leaders or p.session == mysession:
+                continue  # not an orphan of ours: libuv's/Popen's children share the node's session
+            if not p.zombie:
+                if kill_unattributed:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(p.pid, signal.SIGKILL)
+                continue
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(p.pid, os.WNOHANG)[0]:
+                    reaped += 1
+        return reaped
+    finally:
+        _spawn_lock.release()
+
+
+class Child:
+    """A child started off the event loop (fork/exec blocks the calling thread until the child has
+    exec'd; on a busy board that is milliseconds to hundreds of ms), watched on the loop with a pidfd."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], marker: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = popen.pid
+        self.marker = marker
+        self.returncode: int | None = None
+        self._popen = popen
+        self._loop = loop
+        self._exited: asyncio.Future[None] = loop.create_future()
+        self._pidfd = os.pidfd_open(self.pid)
+
+    async def watch(self) -> None:
+        await add_reader(self._loop, self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        with _spawn_lock:
+            _, status = os.waitpid(self.pid, 0)
+            _leaders.discard(self.pid)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._popen.returncode = self.returncode  # Popen must not reap it again
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def wait(self) -> int | None:
+        await asyncio.shield(self._exited)
+        return self.returncode
+
+    def tree(self) -> set[int]:
+        return members(self.pid, self.marker, leader_alive=self.returncode is None)
+
+    def alive(self) -> bool:
+        return self.returncode is None or bool(self.tree())
+
+
+async def add_reader(loop: asyncio.AbstractEventLoop, fd: int, callback: Callable[[], Any]) -> None:
+    """loop.add_reader, tolerating a reused fd number: uvloop refuses an fd that a just-closed
+    transport still holds until its close completes, a loop tick or so later."""
+    for attempt in range(50):
+        try:
+            loop.add_reader(fd, callback)
+            return
+        except RuntimeError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.001 * attempt)
+
+
+def popen(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Fork/exec (blocking: call it in a thread) into a new session, stdin /dev/null, with a fresh marker."""
+    enable_subreaper()
+    marker = secrets.token_hex(8)
+    child_env = dict(os.environ if env is None else env)
+    child_env[MARKER] = marker
+    with _spawn_lock:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=child_env,
+            start_new_session=True,
+        )
+        _leaders.add(proc.pid)
+    return proc, marker
+
+
+async def start(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+) -> tuple[Child, int | None, int | None]:
+    """Start and watch a child; returns it with raw read fds of its piped streams (the caller closes them).
+    Raises OSError when it cannot start. Cancelled while forking: the new tree is killed, never leaked."""
+    global _active
+    loop = asyncio.get_running_loop()
+    spawning = asyncio.ensure_future(
+        asyncio.to_thread(popen, argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+    )
+    try:
+        proc, marker = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        spawning.add_done_callback(_abandon)
+        raise
+    fds: list[int | None] = []
+    for pipe in (proc.stdout, proc.stderr):
+        fds.append(os.dup(pipe.fileno()) if pipe is not None else None)
+        if pipe is not None:
+            pipe.close()
+    child = Child(proc, marker, loop)
+    _active += 1
+    try:
+        await child.watch()
+    except BaseException:
+        _active -= 1
+        _signal_all({child.pid}, signal.SIGKILL)
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+        raise
+    return child, fds[0], fds[1]
+
+
+def _abandon(spawning: asyncio.Future[tuple[subprocess.Popen[bytes], str]]) -> None:
+    if spawning.cancelled() or spawning.exception() is not None:
+        return
+    proc, _ = spawning.result()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    with contextlib.suppress(ChildProcessError), _spawn_lock:
+        os.waitpid(proc.pid, 0)
+        _leaders.discard(proc.pid)
+
+
+async def kill_tree(child: Child, grace: float) -> None:
+    """SIGTERM every member, SIGKILL whatever is left after `grace`, until none is left (bounded); reap
+    the leader and the orphans. Safe to call twice, and still completes the SIGKILL when cancelled."""
+    loop = asyncio.get_running_loop()
+    _signal_all(child.tree(), signal.SIGTERM)
+    end = loop.time() + grace
+    try:
+        while loop.time() < end and child.alive():
+            await asyncio.sleep(0.02)
+    finally:
+        _signal_all(child.tree(), signal.SIGKILL)
+    end = loop.time() + 3.0
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(child.wait(), 3.0)
+    # SIGKILL is asynchronous, and a member may fork while we look: repeat until the tree is empty, so
+    # the caller's result never arrives while a piece of it still exists
+    while (left := child.tree()) and loop.time() < end:
+        _signal_all(left, signal.SIGKILL)
+        await asyncio.sleep(0.02)
+        reap_orphans()
+
+
+def finish(child: Child) -> None:
+    """The tree's owner is done with it: reap its orphans' zombies; the last tree out also kills
+    orphans nobody claims."""
+    global _active
+    _active = max(0, _active - 1)
+    reap_orphans(kill_unattributed=_active == 0)

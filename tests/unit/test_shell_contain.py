@@ -1,0 +1,106 @@
+"""The in-process runner (no systemd) contains what a run starts: a grandchild that leaves the process group
+with `setsid` is still killed at the timeout, a cancel and the leader's exit; runs never get the state
+directory as HOME, so a planted `$HOME/.profile` never runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeclaw.capabilities.shell.process import run_process
+from tests.unit.test_shell_run import FULL, ctx, make
+
+ESCAPE = "setsid sh -c 'trap \"\" TERM; echo $$ > {pidfile}; exec sleep 300' & "
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+@pytest.fixture
+def escaped() -> Iterator[list[int]]:
+    """pids the test's command started outside its group; killed at the end if the runner did not."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _pid(pidfile: Path) -> int:
+    for _ in range(250):
+        if pidfile.exists() and pidfile.read_text().strip():
+            return int(pidfile.read_text())
+        await asyncio.sleep(0.02)
+    raise AssertionError("the escaping grandchild never started")
+
+
+async def _run(script: str, *, timeout: float | None, env: dict[str, str] | None = None) -> Any:
+    loop = asyncio.get_running_loop()
+    return await run_process(
+        ["sh", "-c", script],
+        cwd=None,
+        env=dict(os.environ) if env is None else env,
+        timeout=timeout,
+        deadline=loop.time() + 30,
+        cap=10_000,
+        grace=0.3,
+    )
+
+
+async def test_setsid_grandchild_is_killed_at_the_timeout(tmp_path: Path, escaped: list[int]) -> None:
+    pidfile = tmp_path / "pid"
+    result = await _run(ESCAPE.format(pidfile=pidfile) + "sleep 300", timeout=1.0)
+    escaped.append(await _pid(pidfile))
+    assert result.timed_out and result.exit_code == 124
+    assert not alive(escaped[0]), "the setsid grandchild survived the timeout"
+
+
+async def test_setsid_grandchild_is_killed_on_cancel(tmp_path: Path, escaped: list[int]) -> None:
+    pidfile = tmp_path / "pid"
+    task = asyncio.ensure_future(_run(ESCAPE.format(pidfile=pidfile) + "sleep 300", timeout=None))
+    escaped.append(await _pid(pidfile))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert not alive(escaped[0]), "the setsid grandchild survived the cancel"
+
+
+async def test_daemonized_grandchild_dies_with_its_run(tmp_path: Path, escaped: list[int]) -> None:
+    # the leader exits at once; its setsid child double-forks away from it and scrubs its environment
+    pidfile = tmp_path / "pid"
+    script = f"setsid sh -c 'env -i /bin/sh -c \"echo \\$\\$ > {pidfile}; exec sleep 300\" &' ; sleep 0.3"
+    result = await _run(script, timeout=10)
+    escaped.append(await _pid(pidfile))
+    assert result.exit_code == 0
+    assert not alive(escaped[0]), "a daemonized grandchild outlived its run"
+
+
+async def test_run_home_is_not_the_state_dir_and_its_profile_never_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    # under systemd the service user's home is its state directory
+    monkeypatch.setenv("HOME", str(state))
+    (state / ".profile").write_text(f"touch {state}/profile-ran\n")
+    h, _ = await make(state, approvals=FULL)
+    out = await h["system.run"](ctx({"command": ["/bin/sh", "-lc", 'echo "$HOME"; ls -A "$HOME"']}))
+    assert out["success"], out
+    home = out["stdout"].splitlines()[0]
+    assert Path(home).resolve() != state.resolve()
+    assert out["stdout"].splitlines()[1:] == [], "a run's HOME must start empty"
+    assert not (state / "profile-ran").exists(), "$HOME/.profile from the state directory ran"
+    assert not Path(home).exists(), "the run's HOME outlived the run"
