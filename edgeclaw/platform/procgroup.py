@@ -311,3 +311,68 @@ def finish(child: Child) -> None:
     global _active
     _active = max(0, _active - 1)
     reap_orphans(kill_unattributed=_active == 0)
+
+
+async def read_fd(fd: int, sink: Callable[[bytes], None]) -> None:
+    """Feed everything readable from `fd` to `sink` until EOF, on the loop (non-blocking); closes `fd`."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 64 * 1024)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            loop.remove_reader(fd)
+            if not done.done():
+                done.set_result(None)
+            return
+        sink(chunk)
+
+    try:
+        await add_reader(loop, fd, readable)
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def communicate(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    grace: float,
+    env: dict[str, str] | None = None,
+    stdout: bool = True,
+) -> tuple[int, bytes, bytes]:
+    """Run to completion within `timeout` seconds, collecting stdout (unless False: /dev/null) and stderr.
+    Raises TimeoutError, and re-raises CancelledError, only after the whole tree is dead; OSError when
+    it cannot start. Used by the camera capture and the system.notify hook."""
+    child, out_fd, err_fd = await start(
+        argv, env=env, stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    out, err = bytearray(), bytearray()
+    readers = [read_fd(err_fd, err.extend)] if err_fd is not None else []
+    if out_fd is not None:
+        readers.append(read_fd(out_fd, out.extend))
+    pumps = asyncio.gather(*readers)
+    try:
+        try:
+            await asyncio.wait_for(child.wait(), timeout)
+        finally:
+            if child.alive():  # timed out, cancelled, or the leader left helpers behind
+                await kill_tree(child, grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pumps), 2.0)
+    finally:
+        if not pumps.done():
+            pumps.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pumps
+        finish(child)
+    assert child.returncode is not None
+    return child.returncode, bytes(out), bytes(err)

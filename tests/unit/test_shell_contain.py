@@ -104,3 +104,33 @@ async def test_run_home_is_not_the_state_dir_and_its_profile_never_runs(
     assert out["stdout"].splitlines()[1:] == [], "a run's HOME must start empty"
     assert not (state / "profile-ran").exists(), "$HOME/.profile from the state directory ran"
     assert not Path(home).exists(), "the run's HOME outlived the run"
+
+
+# --- the same kill strategy for the camera capture and the notify hook (issue 16) --------------------------
+async def test_notify_hook_timeout_kills_its_whole_tree(tmp_path: Path, escaped: list[int]) -> None:
+    from edgeclaw.capabilities.base import InvokeContext, InvokeError
+    from edgeclaw.capabilities.system import Config as SystemConfig
+    from edgeclaw.capabilities.system.notify import handle_notify
+
+    pidfile = tmp_path / "pid"
+    hook = ["/bin/sh", "-c", f"trap '' TERM; sleep 300 & echo $! > {pidfile}; wait"]
+    config = SystemConfig(notify_hook=hook, notify_hook_timeout_s=1.0)
+    loop = asyncio.get_running_loop()
+    call = InvokeContext("i", "system.notify", {"title": "t"}, loop.time() + 30, 30_000)
+    with pytest.raises(InvokeError) as exc:
+        await handle_notify(call, config)
+    escaped.append(await _pid(pidfile))
+    assert exc.value.code == "NOTIFICATIONS_UNAVAILABLE" and "timed out" in exc.value.message
+    assert not alive(escaped[0]), "the notify hook's child outlived the hook's timeout"
+
+
+async def test_camera_capture_timeout_kills_a_helper_that_left_the_group(
+    tmp_path: Path, escaped: list[int]
+) -> None:
+    from edgeclaw.capabilities.camera import proc
+
+    pidfile = tmp_path / "pid"
+    with pytest.raises(proc.CaptureTimeout):
+        await proc.run(["/bin/sh", "-c", ESCAPE.format(pidfile=pidfile) + "sleep 300"], timeout=1.0)
+    escaped.append(await _pid(pidfile))
+    assert not alive(escaped[0]), "a capture helper that called setsid outlived the capture"
