@@ -28,3 +28,8 @@ def test_status_leaves_out_what_is_not_known_yet(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "ticks" not in out and "lag" not in out and "state error" not in out
     assert "connection           connecting" in out
+
+
+def test_status_names_the_system_run_isolation(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_status({"connection": "connected", "shell_isolation": "inprocess (no /run/edgeclaw-run.sock): …"})
+    assert "system.run isolation inprocess (no /run/edgeclaw-run.sock)" in capsys.readouterr().out

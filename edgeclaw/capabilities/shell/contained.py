@@ -36,6 +36,18 @@ def active_isolation(mode: str, path: str) -> str:
     return mode
 
 
+def describe(mode: str, path: str) -> tuple[str, bool]:
+    """A one-line account of how runs are contained now, for `edgeclaw status` and `edgeclaw doctor`;
+    False when runs will fail (isolation forced to systemd, socket missing)."""
+    active = active_isolation(mode, path)
+    if active == "systemd" and not socket_present(path):
+        return f"systemd (forced), but {path} is missing: every system.run fails UNAVAILABLE", False
+    if active == "systemd":
+        return f"systemd: each run as edgeclaw-run in its own edgeclaw-run@.service (via {path})", True
+    why = "forced by shell.isolation" if mode == "inprocess" else f"no {path}"
+    return f"inprocess ({why}): runs are children of the node, killed as a tree, HOME a temp dir", True
+
+
 class Unavailable(Exception):
     """The run unit could not take the run (socket missing, refused, start limit hit)."""
 
