@@ -22,7 +22,6 @@ import secrets
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +33,6 @@ _spawn_lock = threading.Lock()  # a fork and its registration happen together: t
 _leaders: set[int] = set()  # direct children started here and not yet reaped by their owner
 _active = 0  # trees alive; unattributed orphans are killed only when none is
 _subreaper: bool | None = None
-_busy_since = 0  # start (clock ticks since boot) of the first tree of the current busy period
-
-
-def _now_ticks() -> int:
-    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
 
 
 def enable_subreaper() -> bool:
@@ -60,7 +54,6 @@ class ProcInfo:
     pgrp: int
     session: int
     zombie: bool
-    started: int  # clock ticks since boot
 
 
 def stat(pid: int) -> ProcInfo | None:
@@ -70,7 +63,7 @@ def stat(pid: int) -> ProcInfo | None:
     except OSError:
         return None
     fields = raw[raw.rfind(b")") + 2 :].split()
-    return ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0] == b"Z", int(fields[19]))
+    return ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0] == b"Z")
 
 
 def processes() -> dict[int, ProcInfo]:
@@ -126,19 +119,21 @@ def _signal_all(pids: set[int], sig: int) -> None:
 
 def reap_orphans(*, kill_unattributed: bool = False) -> int:
     """Reap zombies re-parented to this process (never a child someone here is waiting for). With
-    `kill_unattributed`, also SIGKILL live orphans in a session of their own that no tree claims and that
-    started while trees were running (a run that scrubbed its environment and daemonized); only called
-    when the last tree finishes. Returns how many were reaped."""
+    `kill_unattributed`, also SIGKILL live orphans whose session leader is gone: what a classic daemonizing
+    double fork leaves (no child anyone here started looks like that: ours lead their own session, libuv's
+    and Popen's elsewhere share the node's). Catches a run that scrubbed its environment marker; only
+    called when the last tree finishes, so a running tree's escapee is not cut short. Returns reaped."""
     if not _spawn_lock.acquire(blocking=False):
         return 0  # a fork is in flight: its child is not registered yet; the next call reaps
     try:
         me, mysession = os.getpid(), os.getsid(0)
         reaped = 0
-        for p in processes().values():
+        table = processes()
+        for p in table.values():
             if p.ppid != me or p.pid in _leaders or p.session == mysession:
                 continue  # not an orphan of ours: libuv's/Popen's children share the node's session
             if not p.zombie:
-                if kill_unattributed and p.started >= _busy_since:
+                if kill_unattributed and p.session != p.pid and p.session not in table:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(p.pid, signal.SIGKILL)
                 continue
@@ -238,10 +233,8 @@ async def start(
 ) -> tuple[Child, int | None, int | None]:
     """Start and watch a child; returns it with raw read fds of its piped streams (the caller closes them).
     Raises OSError when it cannot start. Cancelled while forking: the new tree is killed, never leaked."""
-    global _active, _busy_since
+    global _active
     loop = asyncio.get_running_loop()
-    if _active == 0:
-        _busy_since = _now_ticks() - 1
     spawning = asyncio.ensure_future(
         asyncio.to_thread(popen, argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
     )

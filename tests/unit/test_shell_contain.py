@@ -134,3 +134,21 @@ async def test_camera_capture_timeout_kills_a_helper_that_left_the_group(
         await proc.run(["/bin/sh", "-c", ESCAPE.format(pidfile=pidfile) + "sleep 300"], timeout=1.0)
     escaped.append(await _pid(pidfile))
     assert not alive(escaped[0]), "a capture helper that called setsid outlived the capture"
+
+
+async def test_orphaned_zombies_of_a_run_are_reaped_by_the_node() -> None:
+    # `exec` leaves the exited background children un-waited; when the leader exits they are re-parented
+    # to the node (a subreaper): months of such runs must not pile up zombies against TasksMax
+    script = "for i in 1 2 3 4 5; do sh -c 'sleep 0.1' & done; exec sleep 0.5"
+    result = await _run(script, timeout=10)
+    assert result.exit_code == 0
+    me = os.getpid()
+    zombies = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{name}/stat").read_text()
+                fields = stat[stat.rfind(")") + 2 :].split()
+                if fields[0] == "Z" and int(fields[1]) == me:
+                    zombies.append(int(name))
+    assert zombies == [], f"zombies left in the node: {zombies}"
