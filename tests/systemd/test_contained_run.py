@@ -69,3 +69,21 @@ async def test_a_run_over_its_memory_limit_fails_alone(node: Node) -> None:
     assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == "0"
     again = await _run(node, ["/bin/echo", "still here"])
     assert again["success"] and again["stdout"] == "still here\n"
+
+
+async def test_a_fork_heavy_run_fails_alone_and_leaves_nothing(node: Node) -> None:
+    before = node.show()
+    script = "i=0; while [ $i -lt 600 ]; do sleep 30 & i=$((i+1)); done; echo all-forked"
+    t0 = time.monotonic()
+    bomb = await _run(node, ["/bin/sh", "-c", script], timeout_ms=8000)
+    report(
+        f"600 forks in a contained run (LimitNPROC=256): {time.monotonic() - t0:.2f} s, exit "
+        f"{bomb.get('exitCode')}, stderr {bomb['stderr'][-50:]!r}"
+    )
+    assert not bomb["success"] and "all-forked" not in bomb["stdout"] and "fork" in bomb["stderr"].lower()
+    left = node.ct.exec(["pgrep", "-u", "edgeclaw-run"], check=False)
+    assert left.stdout == "", f"{len(left.stdout.split())} processes of the run survived it"
+    after = node.wait_connected(10)
+    assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == "0"
+    again = await _run(node, ["/bin/echo", "still here"])
+    assert again["success"] and again["stdout"] == "still here\n"

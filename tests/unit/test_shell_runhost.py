@@ -108,3 +108,28 @@ async def test_forced_systemd_isolation_without_the_socket_is_unavailable(tmp_pa
     with pytest.raises(InvokeError) as exc:
         await h["system.run"](ctx({"command": ["/bin/true"]}))
     assert exc.value.code == "UNAVAILABLE"
+
+
+async def test_a_run_killed_at_its_memory_limit_is_a_coded_error(tmp_path: Path) -> None:
+    # what the host reports when the unit's cgroup counted an OOM kill (MemoryMax= on a real board)
+    path = str(tmp_path / "fake.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def host() -> None:
+        conn, _ = server.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 1 << 16, 2)
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(b'{"started": 4242}\n{"exit": -9, "oom": true, "killed": false}\n')
+
+    thread = threading.Thread(target=host, daemon=True)
+    thread.start()
+    h, _ = await make(tmp_path / "state", approvals=FULL, isolation="systemd", run_socket=path)
+    out = await h["system.run"](ctx({"command": ["/usr/bin/python3", "-c", "x = ' ' * 10**10"]}))
+    thread.join(5)
+    server.close()
+    assert out["success"] is False and out["exitCode"] == 137
+    assert out["error"].startswith("SYSTEM_RUN_LIMIT")
