@@ -82,7 +82,9 @@ async def test_a_fork_heavy_run_fails_alone_and_leaves_nothing(node: Node) -> No
     )
     assert not bomb["success"] and "all-forked" not in bomb["stdout"] and "fork" in bomb["stderr"].lower()
     left = node.ct.exec(["pgrep", "-u", "edgeclaw-run"], check=False)
-    assert left.stdout == "", f"{len(left.stdout.split())} processes of the run survived it"
+    if left.stdout:
+        ps = node.ct.exec(["ps", "-o", "pid,ppid,stat,comm", "-u", "edgeclaw-run"], check=False).stdout
+        raise AssertionError(f"{len(left.stdout.split())} processes of the run survived it:\n{ps[:2000]}")
     after = node.wait_connected(10)
     assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == "0"
     again = await _run(node, ["/bin/echo", "still here"])

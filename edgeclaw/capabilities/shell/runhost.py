@@ -94,8 +94,23 @@ def _kill_all(leader: int, marker: str, grace: float) -> None:
         while time.monotonic() < end:
             procgroup.reap_orphans()
             if not {p for p in _left(leader, marker) if not _zombie(p)}:
+                _reap_all()
                 return
             time.sleep(0.02)
+
+
+def _reap_all() -> None:
+    """Dead is not gone until reaped: a zombie still shows in `ps` as the run's user."""
+    end = time.monotonic() + 2.0
+    while procgroup.reap_orphans() or _zombie_children():
+        if time.monotonic() > end:
+            return
+        time.sleep(0.01)
+
+
+def _zombie_children() -> bool:
+    me = os.getpid()
+    return any(p.ppid == me and p.zombie for p in procgroup.processes().values())
 
 
 def _zombie(pid: int) -> bool:
