@@ -82,33 +82,59 @@ def _has_marker(pid: int, marker: str) -> bool:
         return False
 
 
+def _children_file(pid: int) -> list[int] | None:
+    """Direct children from /proc/<pid>/task/*/children (cheap: no scan of the whole /proc); None where the
+    kernel has no such file (CONFIG_PROC_CHILDREN off)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread just ended
+            return None
+        except OSError:
+            continue
+    return out
+
+
+def _child_lookup() -> Callable[[int], list[int]]:
+    """pid -> its children: from the per-task children files, else from one scan of /proc."""
+    if _children_file(os.getpid()) is not None:
+        return lambda pid: _children_file(pid) or []
+    table: dict[int, list[int]] = {}
+    for p in processes().values():
+        table.setdefault(p.ppid, []).append(p.pid)
+    return lambda pid: table.get(pid, [])
+
+
 def members(leader: int, marker: str | None, *, leader_alive: bool = True) -> set[int]:
     """Live processes of one tree: the leader (while it is unreaped: afterwards its pid may be reused),
-    its group (a live group id is never reused), their descendants, orphans carrying its marker and
-    theirs. Zombies are left out (nothing to kill)."""
-    table = processes()
+    its descendants, and orphans re-parented to us that belong to it (its group or session, a live id is
+    never reused, or its marker) with theirs. Complete because we are the subreaper: whatever the tree
+    starts stays below the leader or below us. Zombies are left out (nothing to kill)."""
     me = os.getpid()
-    roots = {p.pid for p in table.values() if p.pgrp == leader}
-    if leader_alive:
-        roots.add(leader)
-    if marker is not None:
-        roots |= {
-            p.pid
-            for p in table.values()
-            if p.ppid == me and p.pid not in _leaders and not p.zombie and _has_marker(p.pid, marker)
-        }
-    children: dict[int, list[int]] = {}
-    for p in table.values():
-        children.setdefault(p.ppid, []).append(p.pid)
+    kids = _child_lookup()
+    roots = [leader] if leader_alive else []
+    for pid in kids(me):
+        if pid in _leaders or (info := stat(pid)) is None or info.zombie:
+            continue
+        if leader in (info.pgrp, info.session) or (marker is not None and _has_marker(pid, marker)):
+            roots.append(pid)
     found: set[int] = set()
-    stack = [r for r in roots if r in table]
+    stack = roots
     while stack:
         pid = stack.pop()
         if pid in found or pid == me:
             continue
         found.add(pid)
-        stack.extend(children.get(pid, ()))
-    return {p for p in found if not table[p].zombie}
+        stack.extend(kids(pid))
+    return {p for p in found if (info := stat(p)) is not None and not info.zombie}
 
 
 def _signal_all(pids: set[int], sig: int) -> None:
@@ -128,18 +154,23 @@ def reap_orphans(*, kill_unattributed: bool = False) -> int:
     try:
         me, mysession = os.getpid(), os.getsid(0)
         reaped = 0
-        table = processes()
-        for p in table.values():
-            if p.ppid != me or p.pid in _leaders or p.session == mysession:
+        orphans = []
+        for pid in _child_lookup()(me):
+            if pid in _leaders or (p := stat(pid)) is None or p.ppid != me or p.session == mysession:
                 continue  # not an orphan of ours: libuv's/Popen's children share the node's session
-            if not p.zombie:
-                if kill_unattributed and p.session != p.pid and p.session not in table:
+            orphans.append(p)
+        # zombies first: a dead session leader is not gone until reaped
+        for p in orphans:
+            if p.zombie:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(p.pid, os.WNOHANG)[0]:
+                        reaped += 1
+        for p in orphans:
+            if kill_unattributed and not p.zombie and p.session != p.pid:
+                leader = stat(p.session)
+                if leader is None or leader.zombie:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(p.pid, signal.SIGKILL)
-                continue
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(p.pid, os.WNOHANG)[0]:
-                    reaped += 1
         return reaped
     finally:
         _spawn_lock.release()
@@ -164,9 +195,9 @@ class Child:
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
-        with _spawn_lock:
-            _, status = os.waitpid(self.pid, 0)
-            _leaders.discard(self.pid)
+        # no lock here: it is held across whole forks in other threads, and this runs on the loop
+        _, status = os.waitpid(self.pid, 0)
+        _leaders.discard(self.pid)
         self.returncode = os.waitstatus_to_exitcode(status)
         self._popen.returncode = self.returncode  # Popen must not reap it again
         if not self._exited.done():
@@ -241,7 +272,25 @@ async def start(
     try:
         proc, marker = await asyncio.shield(spawning)
     except asyncio.CancelledError:
-        spawning.add_done_callback(_abandon)
+        # the fork finishes in its thread, and what it started may already have forked on (even setsid):
+        # wait for it and kill the whole tree before the cancel goes on; cancelled again, best effort
+        try:
+            proc, marker = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            spawning.add_done_callback(_abandon)
+            raise
+        except Exception:
+            raise asyncio.CancelledError from None
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        child = Child(proc, marker, loop)
+        _active += 1
+        try:
+            await child.watch()
+            await kill_tree(child, 0.0)
+        finally:
+            finish(child)
         raise
     fds: list[int | None] = []
     for pipe in (proc.stdout, proc.stderr):
@@ -271,9 +320,9 @@ def _abandon(spawning: asyncio.Future[tuple[subprocess.Popen[bytes], str]]) -> N
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
-    with contextlib.suppress(ChildProcessError), _spawn_lock:
-        os.waitpid(proc.pid, 0)
-        _leaders.discard(proc.pid)
+    # its zombie is left to reap_orphans (no blocking wait on the loop); Popen must not wait for it
+    proc.returncode = -signal.SIGKILL
+    _leaders.discard(proc.pid)
 
 
 async def kill_tree(child: Child, grace: float) -> None:

@@ -75,25 +75,26 @@ def _own_unit(cgroup: str) -> bool:
     )
 
 
-def _left(leader: int, marker: str) -> set[int]:
+def _left(leader: int, marker: str, unreaped: bool) -> set[int]:
     """What the run still has: its tree, and anything else in this unit's cgroup (each run has its own
     cgroup; concurrent runs share the uid, so the uid alone would be wrong)."""
     me, mine = os.getpid(), _cgroup("self")
     same_cgroup: set[int] = set()
     if mine and _own_unit(mine):
         same_cgroup = {p for p in procgroup.processes() if p != me and _cgroup(p) == mine}
-    return (procgroup.members(leader, marker, leader_alive=False) | same_cgroup) - {me}
+    return (procgroup.members(leader, marker, leader_alive=unreaped) | same_cgroup) - {me}
 
 
-def _kill_all(leader: int, marker: str, grace: float) -> None:
+def _kill_all(leader: int, marker: str, grace: float, *, unreaped: bool) -> None:
+    """`unreaped`: the leader has not been waited for, so its pid is still its own (dead or alive)."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
-        for pid in _left(leader, marker):
+        for pid in _left(leader, marker, unreaped):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         end = time.monotonic() + wait
         while time.monotonic() < end:
             procgroup.reap_orphans()
-            if not {p for p in _left(leader, marker) if not _zombie(p)}:
+            if not {p for p in _left(leader, marker, unreaped) if not _zombie(p)}:
                 _reap_all()
                 return
             time.sleep(0.02)
@@ -159,10 +160,10 @@ def serve(conn: socket.socket, grace: float = GRACE_S) -> int:
                 if not data or b"k" in data:
                     killed = True
                     sel.unregister(conn)
-                    _kill_all(proc.pid, marker, grace)
+                    _kill_all(proc.pid, marker, grace, unreaped=True)
     os.close(pidfd)
     # the leader is gone: whatever it left behind (setsid or not) goes before the answer
-    _kill_all(proc.pid, marker, grace)
+    _kill_all(proc.pid, marker, grace, unreaped=False)
     _send(conn, {"exit": proc.returncode, "oom": _oom_kills() > oom_before, "killed": killed})
     return 0
 
