@@ -6,6 +6,7 @@ exceeds its memory limit fails alone while the node stays connected and is never
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,3 +90,28 @@ async def test_a_fork_heavy_run_fails_alone_and_leaves_nothing(node: Node) -> No
     assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == "0"
     again = await _run(node, ["/bin/echo", "still here"])
     assert again["success"] and again["stdout"] == "still here\n"
+
+
+def test_contained_run_cost_and_20_concurrent_runs(node: Node) -> None:
+    """bench/contained_run.py against the real edgeclaw-run.socket, as the node's user: spawn -> exit p50/p99
+    (contained and in-process) and 20 concurrent runs while system.which is timed."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "contained_run.py"
+    node.ct.write("/var/tmp/contained_run.py", bench.read_text())
+    out = node.ct.exec(
+        [
+            "runuser",
+            "-u",
+            "edgeclaw",
+            "--",
+            "/opt/edgeclaw/venv/bin/python3",
+            "/var/tmp/contained_run.py",
+            "--socket",
+            "/run/edgeclaw-run.sock",
+            "--runs",
+            "50",
+        ],
+        timeout=240,
+    ).stdout
+    for line in out.strip().splitlines():
+        report(f"in systemd: {line}")
+    assert "20 concurrent contained `sleep 0.5`: all answered" in out
