@@ -133,3 +133,12 @@ async def test_a_run_killed_at_its_memory_limit_is_a_coded_error(tmp_path: Path)
     server.close()
     assert out["success"] is False and out["exitCode"] == 137
     assert out["error"].startswith("SYSTEM_RUN_LIMIT")
+
+
+def test_a_malformed_request_gets_a_coded_answer(run_socket: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(run_socket)
+        s.sendall(b'{"argv": "not a list"}')
+        answer = s.makefile("rb").readline()
+    assert answer == b'{"error": "malformed run request", "errno": "EINVAL"}\n'

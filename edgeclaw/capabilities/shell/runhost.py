@@ -120,13 +120,18 @@ def _zombie(pid: int) -> bool:
 
 
 def serve(conn: socket.socket, grace: float = GRACE_S) -> int:
-    msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+    try:
+        msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+    except OSError:
+        return 2  # the node went away before asking anything
     try:
         req = json.loads(msg)
         argv, env, cwd = req["argv"], _environment(req.get("env") or {}), req.get("cwd")
         if len(fds) != 2 or not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
             raise ValueError("bad request")
-    except (ValueError, KeyError, TypeError):
+        if cwd is not None and not isinstance(cwd, str):
+            raise ValueError("bad cwd")
+    except (ValueError, KeyError, TypeError, AttributeError):
         for fd in fds:
             os.close(fd)
         _send(conn, {"error": "malformed run request", "errno": "EINVAL"})
