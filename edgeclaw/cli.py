@@ -78,6 +78,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         doc["withheld_commands"] = pairing.withheld_commands or []
     if config_error:
         doc["config_error"] = config_error
+    shell = config.capabilities.get("shell") if config is not None else None
+    if shell is not None and getattr(shell, "enabled", False):
+        from edgeclaw.capabilities.shell.contained import describe
+
+        doc["shell_isolation"] = describe(shell.isolation, shell.run_socket)[0]
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -137,6 +142,7 @@ def _print_status(doc: dict[str, Any]) -> None:
         ("withheld by gateway", ", ".join(doc.get("withheld_commands") or []) or None),
         ("reconnects", doc.get("reconnects")),
         ("invokes", doc.get("invokes")),
+        ("system.run isolation", doc.get("shell_isolation")),
         ("gateway ticks", _ticks(doc)),
         ("event-loop lag", _lag(doc.get("loop_lag_ms") or {})),
         ("task restarts", _restarts(doc)),

@@ -671,6 +671,13 @@ def run_checks(
     ]
     needing = sorted({c for k in enabled for c in modules[k].MANIFEST.needs_gateway_allowlist})
     checks.append(check_withheld(doc, source, needing))
+    shell = config.capabilities.get("shell")
+    if shell is not None and getattr(shell, "enabled", False):
+        from edgeclaw.capabilities.shell.contained import describe
+
+        detail, ok = describe(shell.isolation, shell.run_socket)
+        fix = "systemctl enable --now edgeclaw-run.socket (or shell.isolation: auto)"
+        checks.append(Check("shell.isolation", "system.run isolation", "pass" if ok else "fail", detail, fix))
     if config.node.hardware == "simulated":
         checks.append(
             Check("hardware", "hardware access", "pass", "simulated hardware: no devices or groups needed")

@@ -4,10 +4,8 @@ gateway without a shell on the board; the capabilities that may be crashing it s
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
-import os
 import re
 from typing import Any
 
@@ -19,6 +17,7 @@ from edgeclaw.capabilities.base import (
     InvokeError,
     NodeServices,
 )
+from edgeclaw.platform import procgroup
 from edgeclaw.platform.logsetup import REDACTOR
 
 log = logging.getLogger("edgeclaw.safemode")
@@ -101,27 +100,19 @@ async def notify_owner(title: str, body: str, hook: list[str]) -> None:
     log.critical("%s: %s", title, body)
     if not hook:
         return
-    env = {
-        **os.environ,
-        "EDGECLAW_NOTIFY_TITLE": title,
-        "EDGECLAW_NOTIFY_BODY": body,
-        "EDGECLAW_NOTIFY_PRIORITY": "timeSensitive",
-    }
+    # the same scrubbed environment and whole-tree kill as system.notify's hook: never the node's token
+    from edgeclaw.capabilities.system.notify import HOOK_KILL_GRACE_S, hook_environment
+
+    env = hook_environment(title, body, "timeSensitive")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *hook,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
+        code, _, _ = await procgroup.communicate(
+            hook, timeout=HOOK_TIMEOUT_S, grace=HOOK_KILL_GRACE_S, env=env, stdout=False
         )
     except OSError as exc:
         log.error("notify hook cannot start: %s", exc.strerror or exc)
         return
-    try:
-        await asyncio.wait_for(proc.wait(), HOOK_TIMEOUT_S)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         log.error("notify hook did not finish within %.0f s; killed", HOOK_TIMEOUT_S)
+        return
+    if code != 0:
+        log.error("notify hook exited %d", code)

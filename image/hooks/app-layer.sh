@@ -56,6 +56,8 @@ say "import check under qemu-user, $(( $(date +%s) - t )) s"
 
 # units and their companions, as systemd/ documents their installed paths
 install -D -m 0644 "$REPO/systemd/edgeclaw.service" "$R/usr/lib/systemd/system/edgeclaw.service"
+install -D -m 0644 "$REPO/systemd/edgeclaw-run.socket" "$R/usr/lib/systemd/system/edgeclaw-run.socket"
+install -D -m 0644 "$REPO/systemd/edgeclaw-run@.service" "$R/usr/lib/systemd/system/edgeclaw-run@.service"
 install -D -m 0644 "$REPO/systemd/sysusers.d/edgeclaw.conf" "$R/usr/lib/sysusers.d/edgeclaw.conf"
 install -D -m 0644 "$REPO/systemd/tmpfiles.d/edgeclaw.conf" "$R/usr/lib/tmpfiles.d/edgeclaw.conf"
 install -D -m 0644 "$REPO/systemd/udev/60-edgeclaw-gpio.rules" "$R/etc/udev/rules.d/60-edgeclaw-gpio.rules"
@@ -93,7 +95,7 @@ grep -q '^ROOTPART=LABEL=rootfs' "$R/etc/default/raspi-firmware" 2>/dev/null \
 
 systemctl --root="$R" enable -q systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
   ssh.service edgeclaw-ssh-hostkeys.service edgeclaw.service edgeclaw-firstboot.service \
-  edgeclaw-growroot.service
+  edgeclaw-growroot.service edgeclaw-run.socket
 # the D-Bus wpa_supplicant is not how Wi-Fi is set up here (wpa_supplicant@wlan0 from first boot)
 systemctl --root="$R" disable -q wpa_supplicant.service 2>/dev/null || true
 : > "$R/etc/machine-id"

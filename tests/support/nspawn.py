@@ -137,11 +137,14 @@ python3 -m venv /opt/edgeclaw/venv
   "$(ls /mnt/dist/edgeclaw-*.whl)[gpio]"
 ln -sf /opt/edgeclaw/venv/bin/edgeclaw /usr/local/bin/edgeclaw
 install -D -m 0644 /mnt/systemd/edgeclaw.service /etc/systemd/system/edgeclaw.service
+install -D -m 0644 /mnt/systemd/edgeclaw-run.socket /etc/systemd/system/edgeclaw-run.socket
+install -D -m 0644 /mnt/systemd/edgeclaw-run@.service /etc/systemd/system/edgeclaw-run@.service
 install -D -m 0644 /mnt/systemd/sysusers.d/edgeclaw.conf /usr/lib/sysusers.d/edgeclaw.conf
 install -D -m 0644 /mnt/systemd/tmpfiles.d/edgeclaw.conf /usr/lib/tmpfiles.d/edgeclaw.conf
 install -D -m 0644 /mnt/systemd/udev/60-edgeclaw-gpio.rules /etc/udev/rules.d/60-edgeclaw-gpio.rules
 systemd-sysusers
 systemd-tmpfiles --create /usr/lib/tmpfiles.d/edgeclaw.conf
+systemctl enable edgeclaw-run.socket
 # tests: a watchdog kill dumps core; don't write one
 mkdir -p /etc/systemd/system.conf.d
 printf '[Manager]\nDefaultLimitCORE=0\n' > /etc/systemd/system.conf.d/no-core.conf

@@ -169,7 +169,10 @@ async def test_stop_delivers_a_running_system_run_then_exits_0(sd_node: Node) ->
         )
         await asyncio.to_thread(
             wait_for,
-            lambda: sd_node.ct.exec(["pgrep", "-u", "edgeclaw", "-x", "sleep"], check=False).returncode == 0,
+            # a contained run: its own user
+            lambda: (
+                sd_node.ct.exec(["pgrep", "-u", "edgeclaw-run", "-x", "sleep"], check=False).returncode == 0
+            ),
             15,
             0.1,
             "system.run's sleep running",

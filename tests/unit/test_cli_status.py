@@ -43,3 +43,8 @@ def test_status_says_safe_mode_and_what_a_waiting_node_waits_for(capsys: pytest.
     )
     assert "safe mode            the node failed to start 3 times in 40 s" in out
     assert "waiting for          the gateway refused our credentials; trying again in 300 s" in out
+
+
+def test_status_names_the_system_run_isolation(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_status({"connection": "connected", "shell_isolation": "inprocess (no /run/edgeclaw-run.sock): …"})
+    assert "system.run isolation inprocess (no /run/edgeclaw-run.sock)" in capsys.readouterr().out

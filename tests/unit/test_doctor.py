@@ -277,3 +277,29 @@ def test_cli_json_and_exit_status(tmp_path: Path, fake_gateway_factory: Any) -> 
         env=env,
     )
     assert "FAIL  gateway reachable: cannot reach" in text.stdout and "      fix: " in text.stdout
+
+
+def test_shell_isolation_is_named_and_a_forced_missing_socket_fails(
+    tmp_path: Path, fake_gateway_factory: Any
+) -> None:
+    import socket
+
+    gw = fake_gateway_factory()
+    path = make_setup(tmp_path, f"ws://127.0.0.1:{gw.port}")
+    doc = yaml.safe_load(path.read_text())
+    sock_path = str(tmp_path / "run.sock")
+    doc["shell"] = {"run_socket": sock_path}
+    path.write_text(yaml.safe_dump(doc))
+    by_id = {c.id: c for c in run_checks(str(path), fake_host(tmp_path))}
+    assert by_id["shell.isolation"].status == "pass" and by_id["shell.isolation"].detail.startswith(
+        "inprocess"
+    )
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(sock_path)
+        by_id = {c.id: c for c in run_checks(str(path), fake_host(tmp_path / "2"))}
+        assert by_id["shell.isolation"].detail.startswith("systemd: each run as edgeclaw-run")
+    os.unlink(sock_path)
+    doc["shell"]["isolation"] = "systemd"
+    path.write_text(yaml.safe_dump(doc))
+    by_id = {c.id: c for c in run_checks(str(path), fake_host(tmp_path / "3"))}
+    assert by_id["shell.isolation"].status == "fail" and "UNAVAILABLE" in by_id["shell.isolation"].detail

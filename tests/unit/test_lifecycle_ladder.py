@@ -308,3 +308,31 @@ async def test_the_fatal_retry_backs_off_while_nothing_changes_and_restarts_afte
         assert await lad.wait_after_fatal(FatalError(77, "refused")) is True
     assert waits == [300.0, 600.0, 1800.0, 3600.0, 3600.0]
     assert lad._fatal_attempt == 0  # the file changed: the next wait is short again
+
+
+async def test_the_owner_message_hook_never_sees_the_nodes_secrets_and_dies_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safe-mode message runs the same hook as system.notify: same scrubbed env, same tree kill."""
+    from edgeclaw.node import safemode
+
+    monkeypatch.setenv("EDGECLAW_GATEWAY_TOKEN", "gw-secret-token-123")
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setattr(safemode, "HOOK_TIMEOUT_S", 1.0)
+    seen, pidfile = tmp_path / "env.txt", tmp_path / "grandchild.pid"
+    script = tmp_path / "hook.sh"
+    script.write_text(
+        f"#!/bin/sh\nenv > {seen}\nsetsid sleep 30 & echo $! > {pidfile}\nsleep 30\n", encoding="utf-8"
+    )
+    script.chmod(0o755)
+    started = time.monotonic()
+    await safemode.notify_owner("EdgeClaw node in safe mode", "crash loop", [str(script)])
+    assert time.monotonic() - started < 5
+    env = seen.read_text()
+    assert "EDGECLAW_NOTIFY_BODY=crash loop" in env
+    assert "gw-secret-token-123" not in env and "NOTIFY_SOCKET" not in env
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 3
+    while Path(f"/proc/{grandchild}").exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not Path(f"/proc/{grandchild}").exists(), "the hook's setsid grandchild outlived its timeout"

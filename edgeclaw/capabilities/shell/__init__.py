@@ -36,8 +36,14 @@ class Config:
     # An exec approvals document (OpenClaw format) rolled out from config: applied whenever it changes,
     # keeping allow-always entries approved on the board. None: the document in the state dir rules.
     approvals: dict[str, Any] | None = None
+    # where runs execute: `systemd` as user edgeclaw-run in an edgeclaw-run@.service of their own (through
+    # `run_socket`), `inprocess` as children of the node, `auto` the first when its socket exists
+    isolation: str = "auto"
+    run_socket: str = "/run/edgeclaw-run.sock"
 
     def validate(self) -> None:
+        if self.isolation not in ("auto", "systemd", "inprocess"):
+            raise ValueError("isolation must be auto, systemd or inprocess")
         if self.max_concurrency < 1 or self.queue_limit < 0:
             raise ValueError("max_concurrency must be >= 1 and queue_limit >= 0")
         if self.output_cap_bytes < 1024:

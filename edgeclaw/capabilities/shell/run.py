@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edgeclaw.capabilities.base import InvokeContext, InvokeError, NodeServices
 from edgeclaw.capabilities.shell import approvals as ap
 from edgeclaw.capabilities.shell.command import Analysis, analyze, format_exec_command, is_shell_wrapper
+from edgeclaw.capabilities.shell.contained import Unavailable, active_isolation, run_contained
 from edgeclaw.capabilities.shell.envpolicy import (
     EnvRejected,
     check_overrides,
@@ -149,16 +150,7 @@ class ShellService:
             raise self._deny(ctx, req, exc.reason, exc.message) from None
         env = child_environment(req.env_overrides)
         timeout = req.timeout_ms / 1000 if req.timeout_ms and req.timeout_ms > 0 else None
-        result = await run_process(
-            argv,
-            executable=executable,
-            cwd=req.cwd,
-            env=env,
-            timeout=timeout,
-            deadline=ctx.deadline,
-            cap=self.config.output_cap_bytes,
-            grace=self.config.kill_grace_s,
-        )
+        result = await self._spawn(argv, executable, req.cwd, env, timeout, ctx.deadline)
         if result.deadline_hit:
             raise InvokeError("TIMEOUT", "node invoke timed out; the command's process group was killed")
         if req.run_id:
@@ -174,6 +166,32 @@ class ShellService:
             error=result.error,
         )
         return body
+
+    async def _spawn(
+        self,
+        argv: list[str],
+        executable: str | None,
+        cwd: str | None,
+        env: dict[str, str],
+        timeout: float | None,
+        deadline: float,
+    ) -> RunResult:
+        """In a systemd run unit when one is configured/present, else as a contained child of the node."""
+        cfg = self.config
+        kw: dict[str, Any] = dict(
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            deadline=deadline,
+            cap=cfg.output_cap_bytes,
+            grace=cfg.kill_grace_s,
+        )
+        if active_isolation(cfg.isolation, cfg.run_socket) == "inprocess":
+            return await run_process(argv, executable=executable, **kw)
+        try:
+            return await run_contained(argv, executable=executable, path=cfg.run_socket, **kw)
+        except Unavailable as exc:  # never fall back to an uncontained run
+            raise InvokeError("UNAVAILABLE", str(exc)) from None
 
     def _finished_payload(self, req: Request, result: RunResult) -> dict[str, Any]:
         combined = "\n".join(x for x in (result.stdout, result.stderr, result.error) if x).strip()

@@ -3,18 +3,19 @@ its urgency, and optionally to a configured hook command (a buzzer, an LED, a ma
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 from edgeclaw.capabilities.base import InvokeContext, InvokeError
+from edgeclaw.platform import procgroup
 
 if TYPE_CHECKING:
     from edgeclaw.capabilities.system import Config
 
 log = logging.getLogger("edgeclaw.notify")
 
+HOOK_KILL_GRACE_S = 1.0
 _PRIORITY_LEVEL = {"passive": logging.INFO, "active": logging.WARNING, "timeSensitive": logging.ERROR}
 
 # What the hook inherits from the node: enough to run a script in the right locale, nothing that is the
@@ -95,26 +96,18 @@ def hook_environment(title: str, body: str, priority: str) -> dict[str, str]:
 
 async def _run_hook(config: Config, title: str, body: str, priority: str, ctx: InvokeContext) -> None:
     env = hook_environment(title, body, priority)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *config.notify_hook,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise InvokeError("NOTIFICATIONS_UNAVAILABLE", f"notify hook cannot start: {exc.strerror}") from None
     timeout = min(config.notify_hook_timeout_s, max(0.5, ctx.remaining() - 0.5))
     try:
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+        # the node's one kill strategy: at the timeout or a cancel, the hook and everything it started die
+        code, _, stderr = await procgroup.communicate(
+            config.notify_hook, timeout=timeout, grace=HOOK_KILL_GRACE_S, env=env, stdout=False
+        )
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise InvokeError(
             "NOTIFICATIONS_UNAVAILABLE", f"notify hook timed out after {timeout:.0f} s"
         ) from None
-    if proc.returncode != 0:
+    except OSError as exc:
+        raise InvokeError("NOTIFICATIONS_UNAVAILABLE", f"notify hook cannot start: {exc.strerror}") from None
+    if code != 0:
         tail = stderr.decode("utf-8", "replace").strip()[-300:]
-        raise InvokeError("NOTIFICATIONS_UNAVAILABLE", f"notify hook exited {proc.returncode}: {tail}")
+        raise InvokeError("NOTIFICATIONS_UNAVAILABLE", f"notify hook exited {code}: {tail}")
