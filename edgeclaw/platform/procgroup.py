@@ -331,7 +331,22 @@ def _abandon(spawning: asyncio.Future[tuple[subprocess.Popen[bytes], str]]) -> N
 
 async def kill_tree(child: Child, grace: float) -> None:
     """SIGTERM every member, SIGKILL whatever is left after `grace`, until none is left (bounded); reap
-    the leader and the orphans. Safe to call twice, and still completes the SIGKILL when cancelled."""
+    the leader and the orphans. Safe to call twice. A cancel while it runs (the gateway's cancel and the
+    dispatcher's deadline can land one after the other) is deferred until the tree is gone, then
+    re-raised: a kill cut short in its grace left the whole tree running."""
+    killing = asyncio.ensure_future(_kill_tree(child, grace))
+    cancelled = False
+    while not killing.done():
+        try:
+            await asyncio.shield(killing)
+        except asyncio.CancelledError:
+            cancelled = True
+    killing.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _kill_tree(child: Child, grace: float) -> None:
     loop = asyncio.get_running_loop()
     _signal_all(child.tree(), signal.SIGTERM)
     end = loop.time() + grace

@@ -48,7 +48,14 @@ def snapshot_identity(state_dir: Path) -> tuple[bytes, int]:
 
 async def serves(gateway: Gateway, node_id: str) -> None:
     async with Operator(gateway) as op:
-        frame = await op.invoke(node_id, "system.which", {"bins": ["sh"]}, timeout_ms=10000)
+        for _ in range(5):
+            frame = await op.invoke(node_id, "system.which", {"bins": ["sh"]}, timeout_ms=10000)
+            details = (frame.get("error") or {}).get("details") or {}
+            # the gateway's own pairing-state lookup failed before it dispatched anything (seen once, on
+            # a loaded box, right after a reconnect): the node never saw that invoke; ask again
+            if frame.get("ok") or details.get("nodeCommandDispatched") is not False:
+                break
+            await asyncio.sleep(1.0)
         assert "sh" in invoke_payload(frame)["bins"], frame
 
 

@@ -78,6 +78,24 @@ async def test_setsid_grandchild_is_killed_on_cancel(tmp_path: Path, escaped: li
     assert not alive(escaped[0]), "the setsid grandchild survived the cancel"
 
 
+async def test_a_second_cancel_during_the_kill_grace_does_not_leave_the_tree_behind(
+    tmp_path: Path, escaped: list[int]
+) -> None:
+    """The gateway's cancel and the dispatcher's deadline can land one after the other: the second
+    cancel arrives while the first one's kill waits out its grace for a TERM-ignoring tree."""
+    pidfile = tmp_path / "pid"
+    task = asyncio.ensure_future(
+        _run(ESCAPE.format(pidfile=pidfile) + "trap '' TERM; sleep 300", timeout=None)
+    )
+    escaped.append(await _pid(pidfile))
+    task.cancel()
+    await asyncio.sleep(0.1)  # inside kill_tree's 0.3 s grace: the tree ignores SIGTERM
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert not Path(f"/proc/{escaped[0]}").exists(), "the grandchild is still there (alive or unreaped)"
+
+
 async def test_daemonized_grandchild_dies_with_its_run(tmp_path: Path, escaped: list[int]) -> None:
     # the leader exits at once; its setsid child double-forks away from it and scrubs its environment
     pidfile = tmp_path / "pid"
