@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.fakemodel import FakeModel
 from tests.support.gateway import Gateway, install_gateway, only_loopback, wait_for
 from tests.support.node import NodeProcess
 
@@ -30,8 +31,9 @@ def gateway_factory(gateway_install: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
     base = Path(tempfile.mkdtemp(prefix="edgeclaw-gw-"))
 
-    def make(allow: list[str] | None = None) -> Gateway:
-        gw = Gateway(gateway_install, base / f"gw{len(started)}")
+    def make(allow: list[str] | None = None, model: FakeModel | None = None) -> Gateway:
+        """model: a started tests.support.fakemodel.FakeModel to be the agents' default model."""
+        gw = Gateway(gateway_install, base / f"gw{len(started)}", model=model)
         if allow is not None:
             gw.allow = allow
         started.append(gw)

@@ -19,7 +19,10 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.support.fakemodel import FakeModel
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ALLOW = [
@@ -72,6 +75,8 @@ class Gateway:
     allow: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW))
     proc: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
+    # opt-in: a scripted loopback model (tests.support.fakemodel) as the agents' default model
+    model: FakeModel | None = None
 
     @property
     def url(self) -> str:
@@ -109,7 +114,7 @@ class Gateway:
     def write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_file = self.run_dir / "gateway.log"
-        config = {
+        config: dict[str, Any] = {
             "gateway": {
                 "mode": "local",
                 "port": self.port,
@@ -129,6 +134,11 @@ class Gateway:
             "tools": {"exec": {"notifyOnExit": False}},
             "cron": {"enabled": False},
         }
+        if self.model is not None:
+            from tests.support.fakemodel import PROVIDER_ID
+
+            config["models"]["providers"] = {PROVIDER_ID: self.model.provider_config()}
+            config["agents"]["defaults"]["model"] = {"primary": self.model.model_ref}
         (self.run_dir / "openclaw.json").write_text(json.dumps(config, indent=1))
 
     def start(self, timeout: float = 240.0) -> float:
