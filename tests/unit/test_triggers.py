@@ -183,7 +183,7 @@ async def test_photos_are_spooled_as_files_and_a_backlog_goes_out_as_one_ordered
         ]
         on_disk = json.loads(spool.path.read_text())
         assert "content" not in json.dumps(on_disk)  # photos are files, not in the index
-        snap = [p for c, p in svc.local if c == "camera.snap"][0]
+        snap = next(p for c, p in svc.local if c == "camera.snap")
         assert snap["maxWidth"] == 640 and snap["quality"] == pytest.approx(0.7)
         svc.connected = True
         await cap.on_session_ready()
@@ -338,5 +338,33 @@ async def test_reload_applies_new_rules_and_refuses_an_impossible_one(tmp_path: 
         with pytest.raises(ValueError, match="camera"):
             await cap.reload(triggers_config({"c": {**SNAP_RULE}}))
         assert set(cap.rules) == {"a", "b"}
+    finally:
+        await cap.stop()
+
+
+async def test_status_and_telemetry_show_each_trigger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeclaw.cli import _print_status
+    from edgeclaw.platform.metrics import Metrics, Snapshot
+
+    svc = TriggerServices(tmp_path, connected=False)
+    rules = {"tick": {"source": {"schedule": {"every_s": 600}}, "cooldown_s": 60}}
+    cap = await start_triggers(svc, rules)
+    try:
+        await until(lambda: cap.states["tick"].next_fire is not None)
+        now = time.time()
+        await cap.fire("tick", now, {"count": 1})
+        assert cap.fire("tick", now + 1, {"count": 2}) is None  # cooldown
+        report = cap.status_report()
+        _print_status({"capabilities": {"triggers": report}})
+        line = capsys.readouterr().out
+        assert "tick: fired 1, suppressed 1, last " in line and ", next " in line
+        assert "spool 1 pending" in line
+        text = Metrics(node_id="n", version="v").render(Snapshot(triggers=report))
+        assert 'edgeclaw_trigger_fires_total{trigger="tick"} 1' in text
+        assert 'edgeclaw_trigger_suppressed_total{trigger="tick"} 1' in text
+        assert "edgeclaw_trigger_next_fire_timestamp_seconds{trigger=" in text
+        assert "edgeclaw_trigger_spool_pending 1" in text
     finally:
         await cap.stop()

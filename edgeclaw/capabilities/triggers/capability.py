@@ -58,9 +58,11 @@ class TriggerState:
             "fired": self.fired,
             "suppressed": self.suppressed,
             "last_fire": iso_time(self.last_fire) if self.last_fire else None,
+            "last_fire_ts": self.last_fire,
         }
         if self.kind == "schedule":
             out["next_fire"] = iso_time(self.next_fire) if self.next_fire else None
+            out["next_fire_ts"] = self.next_fire
         if self.kind == "threshold":
             out["last_value"] = self.last_value
             out["armed"] = self.armed
@@ -387,9 +389,10 @@ class TriggersCapability(Capability):
         spool.drops_reported(batch.drops_told)
         spool.remove(entries, delivered=True)
         log.info(
-            "agent.request sent: %d event(s), %d photo(s)",
+            "agent.request sent: %d event(s), %d photo(s) (spool #%s)",
             len(entries),
             len(batch.payload.get("attachments", [])),
+            ",#".join(str(e.id) for e in entries),
         )
         self.services.bus.emit(events.TRIGGER, trigger=entries[0].trigger, outcome="sent", reason=None)
         return "sent"
