@@ -30,8 +30,8 @@ def gateway_factory(gateway_install: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
     base = Path(tempfile.mkdtemp(prefix="edgeclaw-gw-"))
 
-    def make(allow: list[str] | None = None) -> Gateway:
-        gw = Gateway(gateway_install, base / f"gw{len(started)}")
+    def make(allow: list[str] | None = None, *, vision_model: bool = False) -> Gateway:
+        gw = Gateway(gateway_install, base / f"gw{len(started)}", vision_model=vision_model)
         if allow is not None:
             gw.allow = allow
         started.append(gw)

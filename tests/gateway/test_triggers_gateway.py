@@ -58,13 +58,19 @@ async def session_row(op: Operator, key: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-async def wait_session(op: Operator, key: str, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_session(op: Operator, key: str, node: Any, timeout: float = 30.0) -> dict[str, Any]:
     for _ in range(int(timeout / 0.2)):
         row = await session_row(op, key)
         if row is not None and row.get("startedAt"):
             return row
         await asyncio.sleep(0.2)
-    raise AssertionError(f"no agent run in {key} within {timeout} s")
+    raise AssertionError(f"no agent run in {key} within {timeout} s; node log:\n{node.log()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def vision_gateway(gateway_factory: Any) -> Any:
+    """A gateway whose default model takes images (else it refuses image attachments outright)."""
+    return gateway_factory(vision_model=True)
 
 
 def status_triggers(node: Any) -> dict[str, Any]:
@@ -72,15 +78,19 @@ def status_triggers(node: Any) -> dict[str, Any]:
 
 
 async def test_a_press_snaps_a_photo_that_reaches_the_gateway_session_as_an_image(
-    gateway: Any, node_factory: Any
+    vision_gateway: Any, node_factory: Any
 ) -> None:
+    gateway = vision_gateway
     rules = {"doorbell": {**DOORBELL, "session_key": "doorbell"}}
     node = node_factory(gateway, name="trg-bell", extra=sections(rules))
     before = set(inbound_images(gateway))
     async with Operator(gateway) as op:
         assert await session_row(op, "agent:main:doorbell") is None
         press(node)
-        await wait_session(op, "agent:main:doorbell")
+        try:
+            await wait_session(op, "agent:main:doorbell", node)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\ngateway:\n{gateway.tail(6000)}") from None
     new = wait_for(lambda: [p for p in inbound_images(gateway) if p not in before], 20, what="stored image")
     assert len(new) == 1
     data = new[0].read_bytes()
@@ -102,12 +112,12 @@ async def test_schedule_fires_on_time_and_rate_limit_holds(gateway: Any, node_fa
     node = node_factory(gateway, name="trg-sched", extra=sections(rules))
     async with Operator(gateway) as op:
         t0 = time.monotonic()
-        await wait_session(op, "agent:main:tick", timeout=15)
+        await wait_session(op, "agent:main:tick", node, timeout=15)
         assert time.monotonic() - t0 < 10
         for _ in range(5):
             press(node)
             await asyncio.sleep(0.3)
-        await wait_session(op, "agent:main:bell-limited")
+        await wait_session(op, "agent:main:bell-limited", node)
     wait_for(lambda: status_triggers(node).get("bell", {}).get("suppressed") == 3, 10, what="3 suppressed")
     state = status_triggers(node)
     assert state["bell"]["fired"] == 2
@@ -148,13 +158,14 @@ async def test_threshold_on_a_fake_thermal_zone_fires_once_per_crossing(
                 what=f"reading {milli}",
             )
             assert status_triggers(node)["hot"]["fired"] == fired, milli
-        await wait_session(op, "agent:main:hot")
+        await wait_session(op, "agent:main:hot", node)
 
 
 async def test_twenty_presses_while_the_gateway_is_down_arrive_in_order_with_their_photos(
-    gateway_factory: Any, node_factory: Any
+    vision_gateway: Any, node_factory: Any
 ) -> None:
-    gw = gateway_factory()
+    gw = vision_gateway
+    before = set(inbound_images(gw))
     rules = {"doorbell": {**DOORBELL, "message": "ring {seq}", "session_key": "backlog"}}
     node = node_factory(gw, name="trg-backlog", extra=sections(rules))
     node.wait_log("the node's command surface is approved", 60)
@@ -165,8 +176,10 @@ async def test_twenty_presses_while_the_gateway_is_down_arrive_in_order_with_the
     wait_for(lambda: spool.exists() and spool.read_text().count('"trigger"') == 20, 60, what="20 spooled")
     gw.start()
     async with Operator(gw) as op:
-        await wait_session(op, "agent:main:backlog", timeout=120)
-    images = wait_for(lambda: len(inbound_images(gw)) >= 20 and inbound_images(gw), 60, what="20 images")
+        await wait_session(op, "agent:main:backlog", node, timeout=120)
+    images = wait_for(
+        lambda: len(new := [p for p in inbound_images(gw) if p not in before]) >= 20 and new, 60, what="20 images"
+    )
     assert len(images) == 20
     sent = [line for line in node.log().splitlines() if "agent.request sent" in line]
     assert sent and "20 event(s), 20 photo(s)" in sent[-1], sent

@@ -72,6 +72,9 @@ class Gateway:
     allow: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW))
     proc: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
+    # an image-capable default model (a custom provider on a closed loopback port: runs fail fast, after
+    # the gateway stored the user turn): without one the gateway refuses image attachments
+    vision_model: bool = False
 
     @property
     def url(self) -> str:
@@ -129,6 +132,31 @@ class Gateway:
             "tools": {"exec": {"notifyOnExit": False}},
             "cron": {"enabled": False},
         }
+        if self.vision_model:
+            config["agents"]["defaults"]["model"] = {"primary": "edgeclaw-test/vision"}
+            config["models"].update(
+                {
+                    "mode": "merge",
+                    "providers": {
+                        "edgeclaw-test": {
+                            "baseUrl": "http://127.0.0.1:9/v1",
+                            "apiKey": "unused",
+                            "api": "openai-completions",
+                            "models": [
+                                {
+                                    "id": "vision",
+                                    "name": "Vision (nothing listens)",
+                                    "reasoning": False,
+                                    "input": ["text", "image"],
+                                    "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                                    "contextWindow": 32768,
+                                    "maxTokens": 1024,
+                                }
+                            ],
+                        }
+                    },
+                }
+            )
         (self.run_dir / "openclaw.json").write_text(json.dumps(config, indent=1))
 
     def start(self, timeout: float = 240.0) -> float:
