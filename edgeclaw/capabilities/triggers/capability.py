@@ -304,7 +304,9 @@ class TriggersCapability(Capability):
         hyst = Hysteresis(src, armed=state.armed if state.armed is not None else True)
         while True:
             value = await asyncio.to_thread(read_metric, src)
-            state.last_value = value
+            if value != state.last_value:  # status.json shows the reading (rewrites are rate-limited)
+                state.last_value = value
+                self.services.bus.emit(events.TRIGGER, trigger=name, outcome="reading", reason=None)
             if value is not None and hyst.feed(value):
                 self.fire(name, time.time(), {"metric": src.metric, "value": value, "limit": src.limit})
             state.armed = hyst.armed
