@@ -90,6 +90,13 @@ class NodeServices(Protocol):
         """Any node-role gateway method; retries PAIRING_CHANGED; raises NotConnected or InvokeError."""
         ...
 
+    async def invoke_local(
+        self, command: str, params: dict[str, Any], *, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """One of this node's own commands, in-process (same handler and checks as a gateway invoke);
+        raises InvokeError. For a capability that uses another's command, not its internals."""
+        ...
+
     def request_reconnect(self, reason: str) -> None:
         """Close with 1012 and reconnect, e.g. after the declared command surface changed."""
         ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -88,6 +89,28 @@ class Dispatcher:
             if name not in self._cap_limits or self._cap_limits[name].limit != cap.max_concurrency:
                 self._cap_limits[name] = _Limiter(cap.max_concurrency, cap.queue_limit)
         self._handlers = handlers
+
+    async def invoke_local(self, command: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One of this node's commands called from inside the node (a capability using another's
+        command, e.g. device.identify blinking a pin through gpio.write): the same handler, parameter
+        checks and per-capability limit as a gateway invoke, without the gateway."""
+        entry = self._handlers.get(command)
+        if entry is None:
+            raise InvokeError("UNKNOWN_COMMAND", f"this node does not implement {command!r}")
+        handler, capability = entry
+        loop = asyncio.get_running_loop()
+        ctx = InvokeContext(
+            invoke_id=f"local-{uuid.uuid4()}",
+            command=command,
+            params=dict(params),
+            deadline=loop.time() + timeout,
+            timeout_ms=int(timeout * 1000),
+        )
+        async with self._cap_limits[capability.manifest.name]:
+            result = await asyncio.wait_for(handler(ctx), timeout)
+        if not isinstance(result, dict):
+            raise InvokeError("INTERNAL_ERROR", f"{command} returned {type(result).__name__}, not an object")
+        return result
 
     @property
     def commands(self) -> list[str]:
