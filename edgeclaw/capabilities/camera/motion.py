@@ -45,7 +45,7 @@ class MotionSettings:
     sensitivity: float = 0.1  # 0..1 change of a pixel's luma (after blur) that counts as changed
     min_area: float = 0.02  # 0..1 fraction of the frame that must change to call it motion
     cooldown_s: float = 10.0  # no second detection within this many seconds
-    heartbeat_s: float = 5.0  # worker heartbeat; silent for 3 heartbeats (after startup) = hung
+    heartbeat_s: float = 5.0  # worker heartbeat; silent for 3 heartbeats (or 3 frames) = hung
     background_s: float = 4.0  # how fast the background absorbs a change that stays (time constant)
 
     def validate(self, key: str) -> None:
@@ -137,6 +137,7 @@ class MotionWatcher:
         self.worker_cpu_s: float | None = None
         self.device_id: str | None = None
         self._pid: int | None = None
+        self._capture_pid: int | None = None
         self._child: Any = None
         self._last_fire = -math.inf  # monotonic; kept across restarts: a restart is no reason to fire
         self._frames_base = 0
@@ -169,17 +170,19 @@ class MotionWatcher:
         if err_fd is not None:
             pumps.append(asyncio.ensure_future(procgroup.read_fd(err_fd, self._feed_err)))
         exited = asyncio.ensure_future(child.wait())
-        started = loop.time()
         try:
             while True:
-                bound = 3 * self.settings.heartbeat_s + max(0.0, STARTUP_GRACE_S - (loop.time() - started))
+                # until frames flow (the first heartbeat or detection), a camera gets STARTUP_GRACE_S more
+                # (heartbeats go out between frames: at a low fps no more often than frames come)
+                beat = max(self.settings.heartbeat_s, 1.0 / self.settings.fps)
+                bound = 3 * beat + (STARTUP_GRACE_S if self.frames == 0 else 0.0)
                 remaining = self._last_line + bound - loop.time()
                 if remaining <= 0:
                     raise self._fail(
                         "CAMERA_MOTION_SILENT",
                         f"the motion worker (pid {child.pid}) said nothing for {bound:.0f} s; killed",
                     )
-                await asyncio.wait({exited}, timeout=remaining)
+                await asyncio.wait({exited}, timeout=min(remaining, 0.5))  # re-check: frames start
                 if exited.done():
                     with contextlib.suppress(TimeoutError):  # its last words (the error line) first
                         await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), 1.0)
@@ -200,7 +203,7 @@ class MotionWatcher:
                     await pump
             procgroup.finish(child)
             self._child = None
-            self._pid = None
+            self._pid = self._capture_pid = None
 
     async def _command(self) -> list[str]:
         """The worker's argv around the backend's streaming capture; coded errors when there is none."""
@@ -304,6 +307,8 @@ class MotionWatcher:
                     self.worker_cpu_s = _num(msg["cpu_s"])
                 self._last_line = asyncio.get_running_loop().time()
             elif kind == "start":
+                cp = msg.get("capture_pid")
+                self._capture_pid = cp if isinstance(cp, int) and not isinstance(cp, bool) else None
                 self._last_line = asyncio.get_running_loop().time()
             elif kind == "error":
                 self._error_line = f"{str(msg.get('code'))[:60]}: {str(msg.get('message'))[:500]}"
@@ -372,6 +377,7 @@ class MotionWatcher:
             "suppressed": self.suppressed,
             "worker_pid": self._pid,
             "worker_rss_bytes": rss_bytes(self._pid),
+            "capture_pid": self._capture_pid,
             "capture_rss_bytes": capture_rss,
             "worker_cpu_s": self.worker_cpu_s,
             "last_heartbeat": self.last_heartbeat,
