@@ -133,3 +133,12 @@ def test_bad_settings_name_the_key(field: str, value: object) -> None:
 def test_default_settings_are_valid() -> None:
     MotionSettings().validate("triggers.porch.camera_motion")
     MotionSettings(device="sim0", width=320, height=240, fps=5, sensitivity=1, min_area=1).validate("k")
+
+
+def test_moving_again_after_a_still_moment_is_a_new_detection() -> None:
+    # the background is slow (60 s): the first place never gets absorbed, yet a second move is news
+    det = detector(background_s=60.0)
+    first = [frame(box=(20, 20, 40, 40)) for _ in range(6)]  # 3 s still after arriving
+    second = [frame(box=(100, 60, 40, 40)) for _ in range(6)]
+    hits = run_frames(det, [frame() for _ in range(6)] + first + second)
+    assert len(hits) == 2

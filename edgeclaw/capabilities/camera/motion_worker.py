@@ -21,9 +21,11 @@ The analysis, per frame (cheap on purpose: ~1 ms of Python for 160x120 on a desk
 - the mean difference to the background is taken out first, so auto-exposure drifting or a cloud does
   not count as motion, only change in part of the picture does;
 - a cell has changed when it differs from the background by more than `sensitivity` of full scale;
-- motion is when at least `min_area` of the cells changed. One detection per episode: a new one only
-  after the changed area fell below half of `min_area` (hysteresis), so an object that appears and stays
-  is one detection, until the background has absorbed it (time constant `background_s`).
+- motion is when at least `min_area` of the cells differ from the background and at least half of that
+  also changed since the previous frame (the picture is changing now). One detection per episode; an
+  episode ends when the changed area falls below half of `min_area` (hysteresis) or the picture has been
+  still for SETTLE_S. So an object that appears and stays is one detection (then the background absorbs
+  it, time constant `background_s`), and a person moving again later is a new one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any
 
 PR_SET_PDEATHSIG = 1
 WARMUP_S = 2.0  # a camera's exposure settles: the background follows the frames exactly until then
+SETTLE_S = 1.0  # an episode ends once the picture has not changed for this long (or the change is gone)
 SCALE = 16  # the background is kept in fixed point (cell sums x16) for a smooth update without floats
 
 
@@ -67,6 +70,9 @@ class Detector:
         self.shift = min(10, max(1, round(math.log2(max(2.0, fps * background_s)))))
         self.warmup_frames = max(1, math.ceil(fps * WARMUP_S))
         self.background: list[int] = []
+        self.previous: list[int] = []
+        self.settle_frames = max(1, math.ceil(fps * SETTLE_S))
+        self.still = 0  # frames in a row without change to the previous frame, in an episode
         self.frames = 0
         self.moving = False
         self.last_area = 0.0
@@ -89,25 +95,39 @@ class Detector:
         cells = self.cells_of(frame)
         self.frames += 1
         if self.frames <= self.warmup_frames or len(self.background) != len(cells):
-            self.background = cells
+            self.background = self.previous = cells
             self.last_area = 0.0
             return None
-        bg = self.background
-        offset = (sum(cells) - sum(bg)) / self.cells  # global brightness change: not motion
-        lo, hi = offset - self.threshold, offset + self.threshold
-        changed = 0
-        for d in [c - b for c, b in zip(cells, bg, strict=True)]:
+        bg, prev = self.background, self.previous
+        self.previous = cells
+        n = self.cells
+        t = self.threshold
+        total = sum(cells)
+        off_bg, off_prev = (total - sum(bg)) / n, (total - sum(prev)) / n  # brightness shifts: not motion
+        lo, hi, plo, phi = off_bg - t, off_bg + t, off_prev - t, off_prev + t
+        changed = moved = 0
+        for c, b, p in zip(cells, bg, prev, strict=True):
+            d = c - b
             if d > hi or d < lo:
                 changed += 1
+                e = c - p  # only a cell that differs from the background can have moved
+                if e > phi or e < plo:
+                    moved += 1
         shift = self.shift
         self.background = [b + ((c - b) >> shift) for c, b in zip(cells, bg, strict=True)]
-        area = changed / self.cells
+        area, delta = changed / n, moved / n
         self.last_area = area
-        if not self.moving and area >= self.min_area:
+        if self.moving:
+            self.still = self.still + 1 if delta < self.min_area / 2 else 0
+            if area < self.min_area / 2 or self.still >= self.settle_frames:
+                self.moving = False
+            return None
+        # a new episode needs the picture to change now, not only to differ from the background (an
+        # object that arrived and stays is one episode, however long the background takes to absorb it)
+        if area >= self.min_area and delta >= self.min_area / 2:
             self.moving = True
+            self.still = 0
             return area
-        if self.moving and area < self.min_area / 2:
-            self.moving = False
         return None
 
 
