@@ -249,3 +249,24 @@ async def test_capture_switched_off_refuses_motion(tmp_path: Path) -> None:
     with pytest.raises(MotionError) as info:
         await w.run()
     assert info.value.code == "CAMERA_DISABLED"
+
+
+async def test_under_the_supervisor_a_dead_worker_is_restarted_and_counted(tmp_path: Path) -> None:
+    sup = Supervisor("test", backoff_initial_s=0.1)
+    w = MotionWatcher(
+        MotionSettings(**FAST), CAMERA, lambda e: None, simulated=True, runtime_dir=str(tmp_path)
+    )
+    sup.start_child("camera_motion:porch", w.run)
+    try:
+        await until(lambda: w.stats()["frames"] >= 4, 20, "the first frames")
+        first = w.stats()["worker_pid"]
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: w.stats()["worker_pid"] not in (None, first), 10, "a new worker")
+        snap = sup.snapshot()["test/camera_motion:porch"]
+        assert snap["restarts"] == 1 and "CAMERA_MOTION_WORKER_DIED" in snap["last_error"]
+        assert w.stats()["restarts"] == 1
+        await until(lambda: w.stats()["frames"] > 0 and w.frames > 0, 20, "frames from the new worker")
+    finally:
+        last = w.stats()["worker_pid"]
+        await sup.stop()
+    assert last is None or not alive(last)

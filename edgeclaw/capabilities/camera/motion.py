@@ -153,8 +153,12 @@ class MotionWatcher:
     async def run(self) -> None:
         from edgeclaw.platform import procgroup
 
-        self.settings.validate("camera_motion")
-        argv = await self._command()
+        try:
+            self.settings.validate("camera_motion")
+            argv = await self._command()
+        except Exception as exc:
+            self.last_error = str(exc)
+            raise
         self.runs += 1
         self._reset_run()
         try:
