@@ -178,7 +178,9 @@ async def test_twenty_presses_while_the_gateway_is_down_arrive_in_order_with_the
     async with Operator(gw) as op:
         await wait_session(op, "agent:main:backlog", node, timeout=120)
     images = wait_for(
-        lambda: len(new := [p for p in inbound_images(gw) if p not in before]) >= 20 and new, 60, what="20 images"
+        lambda: len(new := [p for p in inbound_images(gw) if p not in before]) >= 20 and new,
+        60,
+        what="20 images",
     )
     assert len(images) == 20
     sent = [line for line in node.log().splitlines() if "agent.request sent" in line]

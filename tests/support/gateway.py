@@ -34,6 +34,9 @@ DEFAULT_ALLOW = [
     "gpio.events",
     "device.info",
     "device.status",
+    "edgeclaw.logs",
+    "edgeclaw.doctor",
+    "device.identify",
 ]
 
 

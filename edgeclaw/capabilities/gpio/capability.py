@@ -20,7 +20,7 @@ from edgeclaw.capabilities.base import (
     NotConnected,
 )
 from edgeclaw.capabilities.gpio import tools as toolgen
-from edgeclaw.capabilities.gpio.config import Config, PinConfig
+from edgeclaw.capabilities.gpio.config import Config, PinConfig, PinNotAllowed, resolve_pin
 from edgeclaw.capabilities.gpio.edges import Debouncer, EdgeRing, iso_time
 from edgeclaw.capabilities.gpio.manifest import MANIFEST
 from edgeclaw.platform import events
@@ -272,16 +272,38 @@ class GpioCapability(Capability):
 
     # pin access ------------------------------------------------------------------------------------
     def _handle(self, ctx: InvokeContext) -> Any:
-        name = ctx.params.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvokeError("INVALID_REQUEST", "parameter 'name' (a configured pin name) is required")
+        name = self._pin_name(ctx, required=True)
+        assert name is not None
         handle = self.pins.get(name)
-        if handle is None:
-            raise InvokeError(
-                "GPIO_PIN_NOT_ALLOWED",
-                f"no pin named {name!r} is configured (configured: {', '.join(self.pins)})",
-            )
+        if handle is None:  # configured but not open (reload in progress)
+            raise InvokeError("GPIO_PIN_NOT_ALLOWED", f"pin {name!r} is not available right now")
         return handle
+
+    def _pin_name(self, ctx: InvokeContext, *, required: bool) -> str | None:
+        """The configured pin that `name` (or `pin`) denotes: its name or its id in any form gpiozero
+        reads. Every key that names a pin must name a configured one, and the same one."""
+        found: list[str] = []
+        for key in ("name", "pin"):
+            ref = ctx.params.get(key)
+            if ref is None:
+                continue
+            try:
+                found.append(resolve_pin(self.config.pins, ref))
+            except TypeError as exc:
+                raise InvokeError("INVALID_REQUEST", f"parameter {key!r}: {exc}") from None
+            except PinNotAllowed as exc:
+                raise InvokeError("GPIO_PIN_NOT_ALLOWED", str(exc)) from None
+        if not found:
+            if required:
+                raise InvokeError(
+                    "INVALID_REQUEST", "parameter 'name' (a configured pin name or its pin id) is required"
+                )
+            return None
+        if len(set(found)) > 1:
+            raise InvokeError(
+                "INVALID_REQUEST", f"'name' and 'pin' denote different pins ({', '.join(found)})"
+            )
+        return found[0]
 
     def _set_handle(self, handle: Any, value: float, *, why: str) -> bool:
         try:
@@ -446,18 +468,13 @@ class GpioCapability(Capability):
     async def _events(self, ctx: InvokeContext) -> dict[str, Any]:
         since = ctx.params.get("since", 0)
         limit = ctx.params.get("limit", 100)
-        name = ctx.params.get("name")
         if since is None:
             since = 0
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
             raise InvokeError("INVALID_REQUEST", "parameter 'since' must be a non-negative integer (a seq)")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvokeError("INVALID_REQUEST", "parameter 'limit' must be an integer from 1 to 1000")
-        if name is not None:
-            if not isinstance(name, str):
-                raise InvokeError("INVALID_REQUEST", "parameter 'name' must be a string")
-            if name not in self.config.pins:
-                raise InvokeError("GPIO_PIN_NOT_ALLOWED", f"no pin named {name!r} is configured")
+        name = self._pin_name(ctx, required=False)
         return self.ring.since(since, name=name, limit=limit)
 
 
