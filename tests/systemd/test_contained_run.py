@@ -87,7 +87,9 @@ async def test_a_fork_heavy_run_fails_alone_and_leaves_nothing(node: Node) -> No
     ps_cmd = ["ps", "-o", "pid=,ppid=,stat=,comm=", "-u", "edgeclaw-run"]
     ps = node.ct.exec(ps_cmd, check=False).stdout
     of_the_run = [line for line in ps.splitlines() if line.split()[-1] != "python3"]
-    assert not of_the_run, f"{len(of_the_run)} processes of the run survived it:\n" + "\n".join(of_the_run[:40])
+    assert not of_the_run, f"{len(of_the_run)} processes of the run survived it:\n" + "\n".join(
+        of_the_run[:40]
+    )
     deadline = time.monotonic() + 10
     while (ps := node.ct.exec(ps_cmd, check=False).stdout.strip()) and time.monotonic() < deadline:
         time.sleep(0.1)
