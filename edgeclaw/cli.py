@@ -122,6 +122,25 @@ def _restarts(doc: dict[str, Any]) -> str | None:
     return f"{doc.get('task_restarts', 0)}" + (f": {'; '.join(hurt)}" if hurt else "")
 
 
+def _triggers(doc: dict[str, Any]) -> str | None:
+    """Each trigger's fires, suppressions, last and next fire, and the spool's depth."""
+    report = (doc.get("capabilities") or {}).get("triggers")
+    if not isinstance(report, dict):
+        return None
+    parts = []
+    for name, row in sorted((report.get("triggers") or {}).items()):
+        text = f"{name}: fired {row.get('fired', 0)}, suppressed {row.get('suppressed', 0)}"
+        if row.get("last_fire"):
+            text += f", last {row['last_fire'][11:19]}"
+        if row.get("next_fire"):
+            text += f", next {row['next_fire'][11:19]}"
+        parts.append(text)
+    spool = report.get("spool") or {}
+    if spool:
+        parts.append(f"spool {spool.get('pending', 0)} pending, {spool.get('sent', 0)} sent")
+    return "; ".join(parts) or None
+
+
 def _print_status(doc: dict[str, Any]) -> None:
     since = doc.get("since")
     rows = [
@@ -146,6 +165,7 @@ def _print_status(doc: dict[str, Any]) -> None:
         ("gateway ticks", _ticks(doc)),
         ("event-loop lag", _lag(doc.get("loop_lag_ms") or {})),
         ("task restarts", _restarts(doc)),
+        ("triggers", _triggers(doc)),
         ("last error", doc.get("last_error")),
         ("safe mode", doc.get("safe_mode")),
         ("waiting for", doc.get("waiting_for")),

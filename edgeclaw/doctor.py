@@ -644,6 +644,54 @@ def _props(text: str | None) -> dict[str, str]:
     return out
 
 
+# board health ----------------------------------------------------------------------------------------
+TEMP_WARN_C = 75.0  # the Pi firmware starts soft-throttling at 80 °C (60 °C on some boards' config)
+TEMP_FAIL_C = 85.0  # hard throttling
+
+
+def check_board_health(root: Path) -> Check:
+    """CPU temperature, under-voltage/throttling flags and SD/eMMC wear: the same readers as
+    device.status (board health lives there and here, never in node.host.stats' closed schema)."""
+    from edgeclaw.capabilities.device import health
+
+    problems: list[tuple[Status, str]] = []
+    facts: list[str] = []
+    temp = health.cpu_temperature(health.temperatures(root))
+    if temp is not None:
+        facts.append(f"CPU {temp:.1f} °C")
+        if temp >= TEMP_FAIL_C:
+            problems.append(("fail", f"CPU at {temp:.1f} °C (hard throttling)"))
+        elif temp >= TEMP_WARN_C:
+            problems.append(("warn", f"CPU at {temp:.1f} °C"))
+    throttle = health.throttling(root, None)
+    if throttle is not None:
+        facts.append(f"throttled {throttle['raw']}")
+        if throttle["under_voltage_now"]:
+            problems.append(("fail", "under-voltage now"))
+        elif throttle["now"]:
+            problems.append(("warn", f"now: {', '.join(throttle['now'])}"))
+        if throttle["since_boot"]:
+            problems.append(("warn", f"since boot: {', '.join(throttle['since_boot'])}"))
+    for dev in health.storage(root):
+        wear = [dev.get("life_used_a"), dev.get("life_used_b")]
+        facts.append(f"{dev['device']} wear {'/'.join(w for w in wear if w) or 'not reported'}")
+        if "exceeded" in wear or dev.get("pre_eol") == "urgent":
+            problems.append(
+                ("fail", f"{dev['device']} is worn out (life {wear}, pre-EOL {dev.get('pre_eol')})")
+            )
+        elif any(w and w.startswith("90-") for w in wear) or dev.get("pre_eol") == "warning":
+            problems.append(("warn", f"{dev['device']} is near the end of its life"))
+    fix = "check the power supply (5.1 V, 3 A on a Pi 4/5), cooling, and replace a worn SD card"
+    if not facts:
+        return Check(
+            "board", "board health", "pass", "no temperature, throttling or wear sensors on this board"
+        )
+    if problems:
+        worst: Status = "fail" if any(st == "fail" for st, _ in problems) else "warn"
+        return Check("board", "board health", worst, "; ".join(p for _, p in problems), fix)
+    return Check("board", "board health", "pass", ", ".join(facts))
+
+
 # putting it together -------------------------------------------------------------------------------
 def run_checks(
     config_path: str, host: Host | None = None, *, now: Callable[[], float] = time.time
@@ -687,6 +735,7 @@ def run_checks(
         for key in enabled:
             checks.extend(check_capability_access(key, modules[key].MANIFEST, host, user))
         checks.extend(check_backends(enabled, host))
+    checks.append(check_board_health(host.root))
     checks.extend(check_systemd(host))
     return checks
 

@@ -48,7 +48,7 @@ for tier in "${TIERS[@]}"; do
   s=$(date +%s)
   echo "== tier $tier"
   case $tier in
-    lint)    ruff check edgeclaw tests bench && ruff format --check edgeclaw tests bench >/dev/null 2>&1; rc=$?
+    lint)    ruff check edgeclaw tests bench && ruff format --check --quiet edgeclaw tests bench; rc=$?
              [ $rc -eq 0 ] && { mypy edgeclaw; rc=$?; } ;;
     unit)    run_pytest unit 900 none tests/unit; rc=$? ;;
     gateway) run_pytest gateway 1800 netns tests/gateway tests/chaos; rc=$? ;;

@@ -94,6 +94,14 @@ class NodeServices(Protocol):
         """Close with 1012 and reconnect, e.g. after the declared command surface changed."""
         ...
 
+    async def invoke_local(
+        self, command: str, params: dict[str, Any], *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Run one of the node's own declared commands as the dispatcher would for the gateway (same
+        limits, deadline, coded InvokeError on any failure): triggers use the node's commands, never a
+        capability's internals."""
+        ...
+
     def node_snapshot(self) -> dict[str, Any]:
         """A copy of the node's own state and counters (connection, pairing, reconnects, invokes,
         capabilities) for device.status and telemetry, so nobody reads the runner's internals."""
@@ -142,6 +150,10 @@ class Capability:
     async def reload(self, new_config: Any) -> None:
         """Apply a new config section in place; raise ValueError to keep the old one."""
         self.config = new_config
+
+    def status_report(self) -> dict[str, Any] | None:
+        """What this capability adds to `edgeclaw status` and telemetry (None: nothing)."""
+        return None
 
 
 def parse_params(

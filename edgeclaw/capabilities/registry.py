@@ -21,6 +21,8 @@ CAPABILITY_MODULES: dict[str, str] = {
     "camera": "edgeclaw.capabilities.camera",
     "gpio": "edgeclaw.capabilities.gpio",
     "device": "edgeclaw.capabilities.device",
+    "diagnostics": "edgeclaw.capabilities.diagnostics",
+    "triggers": "edgeclaw.capabilities.triggers",  # last: uses the others through the node
 }
 
 

@@ -152,6 +152,37 @@ class Dispatcher:
             await asyncio.wait(still, timeout=2.0)
         return len(still)
 
+    async def invoke_local(self, command: str, params: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """One of the node's own commands for the node itself (a trigger's snap or pin read): the same
+        handler, limits and deadline as a gateway invoke, every failure a coded InvokeError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        after_reply: list[Callable[[], Awaitable[None]]] = []
+        timer = asyncio.timeout_at(deadline + DEADLINE_GRACE_S)
+        invoke_id = f"local-{self.invoke_count + 1}-{id(after_reply):x}"
+        try:
+            async with timer:
+                body = await self._execute(
+                    invoke_id, command, {"params": params}, deadline, int(timeout * 1000), after_reply
+                )
+        except TimeoutError:
+            if not timer.expired():
+                raise InvokeError("INTERNAL_ERROR", f"{command} raised TimeoutError") from None
+            raise InvokeError("TIMEOUT", f"{command} did not finish within {timeout:g} s") from None
+        except InvokeError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("local invoke of %s failed", command)
+            raise InvokeError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}") from None
+        for hook in after_reply:  # events about the invoke (a snap's media event) still go out
+            try:
+                await hook()
+            except Exception as exc:
+                log.debug("after-reply step of local %s failed: %s", command, exc)
+        return body
+
     # one invoke -----------------------------------------------------------------------------------
     async def _run(
         self, invoke_id: str, command: Any, payload: dict[str, Any], deadline: float, budget_ms: int

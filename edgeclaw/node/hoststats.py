@@ -1,4 +1,10 @@
-"""The `node.host.stats` payload the gateway shows in `nodes status` (sent at connect and every 60 s)."""
+"""The `node.host.stats` payload the gateway shows in `nodes status` (sent at connect and every 60 s).
+
+The gateway validates it against a CLOSED schema (NodeHostStatsPayloadSchema in its dist/nodes-*.mjs:
+cpuCount 1..4096, loadAverage 3 numbers 0..1e5, memory and disk byte counts with free <= total and the
+disk pair both present or both absent) and drops anything else. Board health (temperature, throttling,
+SD wear) therefore goes to device.status and edgeclaw.doctor, never here
+(tests/gateway/test_hoststats_schema.py checks this payload against the installed gateway's schema)."""
 
 from __future__ import annotations
 
@@ -26,16 +32,17 @@ def host_stats(disk_path: str = "/") -> dict[str, Any]:
     total = mem.get("MemTotal", 0)
     free = min(mem.get("MemAvailable", mem.get("MemFree", 0)), total)
     stats: dict[str, Any] = {
-        "cpuCount": os.cpu_count() or 1,
+        "cpuCount": min(max(os.cpu_count() or 1, 1), 4096),
         "memoryTotalBytes": total,
         "memoryFreeBytes": free,
     }
     with contextlib.suppress(OSError):
-        stats["loadAverage"] = [round(x, 2) for x in os.getloadavg()]
+        stats["loadAverage"] = [min(max(round(x, 2), 0.0), 1e5) for x in os.getloadavg()]
     try:
         st = os.statvfs(disk_path)
-        stats["diskTotalBytes"] = st.f_blocks * st.f_frsize
-        stats["diskAvailableBytes"] = st.f_bavail * st.f_frsize
+        disk_total = st.f_blocks * st.f_frsize
+        stats["diskTotalBytes"] = disk_total
+        stats["diskAvailableBytes"] = min(st.f_bavail * st.f_frsize, disk_total)
     except OSError:
         pass
     return stats

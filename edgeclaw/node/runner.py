@@ -172,6 +172,11 @@ class NodeRunner(ConnectionMixin, CredentialsMixin, SurfaceMixin, StatusMixin):
         params = {"event": event, "payloadJSON": json.dumps(payload, separators=(",", ":"))}
         return await self.request("node.event", params, timeout=timeout)
 
+    async def invoke_local(
+        self, command: str, params: dict[str, Any], *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        return await self.dispatcher.invoke_local(command, params, timeout=timeout)
+
     def request_reconnect(self, reason: str) -> None:
         self._reconnect_reason = reason
         session = self.session

@@ -47,14 +47,27 @@ class StatusMixin:
             "commands": self.declared_commands(),
             "withheld_commands": list(status.withheld_commands),
             "supervisor_restarts": self.supervisor.total_restarts(),
+            "capability_reports": self._capability_reports(),
         }
+
+    def _capability_reports(self) -> dict[str, Any]:
+        """Each capability's own status section (e.g. `triggers`), for status.json and telemetry."""
+        out: dict[str, Any] = {}
+        for cap in self.capabilities:
+            try:
+                report = cap.status_report()
+            except Exception as exc:
+                report = {"error": f"{type(exc).__name__}: {exc}"}
+            if report is not None:
+                out[cap.manifest.name] = report
+        return out
 
     # lifecycle ------------------------------------------------------------------------------------
     def _track_invokes(self, name: str, fields: dict[str, Any]) -> None:
         if name in (events.CHILD_DOWN, events.CHILD_RESTART):
             self._refresh_tasks()
             return
-        if name == events.INVOKE_STOP:
+        if name == events.INVOKE_STOP or name == events.TRIGGER:
             self.status.invokes = self.dispatcher.invoke_count
             self.status.last_invoke_at = time.time()
             self._invoke_status_stale = True
@@ -81,6 +94,7 @@ class StatusMixin:
         self._publish_status(force=True)
 
     def _publish_status(self, *, force: bool = False) -> None:
+        self.status.capabilities = self._capability_reports()
         self.status_file.write(self.status, force=force)
         self.bus.emit(events.STATE, state=self.status.connection, detail=self.status.line())
 

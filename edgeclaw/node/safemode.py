@@ -19,6 +19,7 @@ from edgeclaw.capabilities.base import (
 )
 from edgeclaw.platform import procgroup
 from edgeclaw.platform.logsetup import REDACTOR
+from edgeclaw.platform.redact import Redactor
 
 log = logging.getLogger("edgeclaw.safemode")
 
@@ -90,7 +91,10 @@ class SafeModeCapability(Capability):
             "safeMode": True,
             "reason": self.reason,
             "starts": self.starts,
-            "lines": self.tail.tail(count),
+            # and the read-side layers of edgeclaw.logs (split, encoded, key-shaped secrets)
+            "lines": Redactor(REDACTOR.known(), public=[self.services.node_id]).redact_lines(
+                self.tail.tail(count)
+            ),
         }
 
 

@@ -51,6 +51,8 @@ class NodeStatus:
     # supervised long-lived tasks: restarts since start, and {path: {state, restarts, last_error}}
     task_restarts: int = 0
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # sections capabilities report about themselves (Capability.status_report), e.g. "triggers"
+    capabilities: dict[str, Any] = field(default_factory=dict)
     updated: float = field(default_factory=time.time)
 
     def set_connection(self, state: str) -> None:

@@ -23,6 +23,10 @@ STATE = "state"  # state, detail
 LOOP_LAG = "loop_lag"  # lag_s
 CHILD_DOWN = "child_down"  # child (supervisor/name), error, restart_in_s (None: the supervisor gave up)
 CHILD_RESTART = "child_restart"  # child (supervisor/name), error
+GPIO_EDGE = (
+    "gpio_edge"  # pin_name, pin, kind, active, state, value, ts, seq, description (debounced input edge)
+)
+TRIGGER = "trigger"  # trigger, outcome (fired|suppressed|sent|dropped), reason
 
 
 class EventBus:

@@ -3,10 +3,12 @@ never prints a secret: every registered secret is masked in every record, at eve
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
 import threading
+from dataclasses import dataclass
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _SYSLOG_PRIORITY = {
@@ -31,6 +33,11 @@ class SecretRedactor(logging.Filter):
             with self._lock:
                 self._secrets.add(secret)
 
+    def known(self) -> list[str]:
+        """The registered secrets (for redaction of text read back from the journal)."""
+        with self._lock:
+            return list(self._secrets)
+
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
@@ -53,6 +60,48 @@ class SecretRedactor(logging.Filter):
 
 REDACTOR = SecretRedactor()
 
+RING_LINES = 1000  # what `edgeclaw.logs` can return without a journal (its per-call cap too)
+RING_MESSAGE_CHARS = 2000  # longer messages (tracebacks) are cut: the ring stays ~2 MB at most
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    ts: float  # time.time()
+    level: int
+    logger: str
+    message: str  # with the traceback, if any; registered secrets already masked
+
+
+class LogRing(logging.Handler):
+    """The last RING_LINES records of this process, for `edgeclaw.logs` when there is no journal to read
+    (a laptop, the demo, a container). Bounded in lines and characters; thread-safe (records arrive from
+    gpiozero and worker threads)."""
+
+    def __init__(self, lines: int = RING_LINES) -> None:
+        super().__init__(logging.DEBUG)
+        self.entries: collections.deque[LogEntry] = collections.deque(maxlen=lines)
+        self.addFilter(REDACTOR)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                message = f"{message}\n{REDACTOR.redact(record.exc_text)}"
+            entry = LogEntry(record.created, record.levelno, record.name, message[:RING_MESSAGE_CHARS])
+            with self.lock or threading.Lock():
+                self.entries.append(entry)
+        except Exception:  # a logging handler never raises into the code that logged
+            self.handleError(record)
+
+    def snapshot(self) -> list[LogEntry]:
+        with self.lock or threading.Lock():
+            return list(self.entries)
+
+
+RING = LogRing()
+
 
 class JournalFormatter(logging.Formatter):
     """`<prio>logger: message`: journald turns the prefix into the entry's priority and adds the time."""
@@ -65,8 +114,8 @@ class JournalFormatter(logging.Formatter):
 
 def setup_logging(level: str = "info", *, stream: object = None) -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
@@ -74,6 +123,7 @@ def setup_logging(level: str = "info", *, stream: object = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(REDACTOR)
     root.addHandler(handler)
+    root.addHandler(RING)  # kept across setups: the ring is the process's memory of its own log
     set_level(level)
     logging.getLogger("websockets").setLevel(logging.WARNING)
 

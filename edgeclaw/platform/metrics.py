@@ -92,6 +92,7 @@ class Snapshot:
     rss_bytes: int | None = None
     loop_lag_s: float | None = None
     loop_lag: LoopLag | None = None
+    triggers: dict[str, Any] | None = None  # the triggers capability's status report
 
 
 class Metrics:
@@ -276,7 +277,63 @@ class Metrics:
             "Restarts of a supervised long-lived task after it failed.",
             [({"child": c}, n) for c, n in sorted(self.child_restarts.items())],
         )
+        if snap.triggers:
+            _trigger_families(out, snap.triggers)
         return "\n".join(out) + "\n"
+
+
+def _trigger_families(out: list[str], report: dict[str, Any]) -> None:
+    """Per trigger (names come from the config: bounded): fires, suppressions, last and next fire; and
+    the spool's depth and drops."""
+    rows = report.get("triggers") or {}
+    for metric, key, kind, help_text in (
+        ("edgeclaw_trigger_fires_total", "fired", "counter", "Trigger fires admitted (since start)."),
+        (
+            "edgeclaw_trigger_suppressed_total",
+            "suppressed",
+            "counter",
+            "Trigger fires suppressed by cooldown or rate limit (since start).",
+        ),
+        (
+            "edgeclaw_trigger_last_fire_timestamp_seconds",
+            "last_fire_ts",
+            "gauge",
+            "When the trigger last fired (Unix time).",
+        ),
+        (
+            "edgeclaw_trigger_next_fire_timestamp_seconds",
+            "next_fire_ts",
+            "gauge",
+            "When a schedule trigger fires next (Unix time).",
+        ),
+    ):
+        samples = [
+            ({"trigger": name}, row[key])
+            for name, row in sorted(rows.items())
+            if isinstance(row, dict) and isinstance(row.get(key), (int, float))
+        ]
+        if samples:
+            _family(out, metric, kind, help_text, samples)
+    spool = report.get("spool") or {}
+    if spool:
+        _family(
+            out,
+            "edgeclaw_trigger_spool_pending",
+            "gauge",
+            "agent.requests waiting in the on-disk trigger spool.",
+            [({}, int(spool.get("pending", 0)))],
+        )
+        _family(
+            out,
+            "edgeclaw_trigger_spool_dropped_total",
+            "counter",
+            "Spooled agent.requests dropped, by reason.",
+            [
+                ({"reason": reason}, int(spool.get(f"dropped_{reason}", 0)))
+                for reason in ("expired", "overflow", "rejected")
+            ]
+            + [({"reason": "quarantined"}, int(spool.get("quarantined", 0)))],
+        )
 
 
 def _histograms(

@@ -118,6 +118,7 @@ class Telemetry:
                 rss_bytes=read_rss_bytes(),
                 loop_lag_s=self._loop_lag() if self._loop_lag is not None else None,
                 loop_lag=self._loop_lag_samples,
+                triggers=(snap.get("capability_reports") or {}).get("triggers"),
             )
         )
 

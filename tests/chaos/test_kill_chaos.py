@@ -64,13 +64,19 @@ def started_at(pid: int) -> float:
 
 def spool(node: Any) -> dict[str, Any]:
     try:
-        return dict(json.loads((node.state_dir / "gpio-spool.json").read_text()))
+        return dict(json.loads((node.state_dir / "triggers-spool.json").read_text()))
     except (OSError, ValueError):
         return {"entries": [], "counters": {}}
 
 
 def sent_ids(log: str) -> list[int]:
-    return [int(x.split("(spool #")[1].rstrip(")")) for x in log.splitlines() if "agent.request sent" in x]
+    """Spool ids in the order they were delivered (a batch names all of its ids, oldest first)."""
+    return [
+        int(i)
+        for x in log.splitlines()
+        if "agent.request sent" in x
+        for i in x.split("(spool #")[1].rstrip(")").split(",#")
+    ]
 
 
 @pytest.mark.timeout(240)
@@ -165,7 +171,7 @@ async def test_sigkill_mid_invoke_restart_reuses_token_and_delivers_the_spool(
     after = node.log()[offset:]
     delivered = sent_ids(after)
     assert delivered == left, (delivered, left)  # in order, each once after the restart
-    assert f"gpio spool holds {len(left)} agent request(s)" in after
+    assert f"trigger spool holds {len(left)} agent request(s)" in after
 
     # the stored token was used as it was: not re-issued, no pairing of either kind
     assert token_path.read_bytes() == token_before

@@ -31,9 +31,12 @@ def gateway_factory(gateway_install: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
     base = Path(tempfile.mkdtemp(prefix="edgeclaw-gw-"))
 
-    def make(allow: list[str] | None = None, model: FakeModel | None = None) -> Gateway:
-        """model: a started tests.support.fakemodel.FakeModel to be the agents' default model."""
-        gw = Gateway(gateway_install, base / f"gw{len(started)}", model=model)
+    def make(
+        allow: list[str] | None = None, *, vision_model: bool = False, model: FakeModel | None = None
+    ) -> Gateway:
+        """vision_model: an image-capable default model nothing answers for; model: a started
+        tests.support.fakemodel.FakeModel as the agents' default model (answers, records requests)."""
+        gw = Gateway(gateway_install, base / f"gw{len(started)}", vision_model=vision_model, model=model)
         if allow is not None:
             gw.allow = allow
         started.append(gw)

@@ -1,5 +1,5 @@
 """The camera through the real gateway and its operator CLI, on a simulated board whose camera really
-encodes (ffmpeg testsrc → JPEG, H.264/MP4). Files the CLI writes are decoded with ffprobe."""
+encodes (its still scene through ffmpeg → JPEG, H.264/MP4). Files the CLI writes are decoded with ffprobe."""
 
 from __future__ import annotations
 

@@ -131,7 +131,8 @@ async def test_withheld_device_commands_are_reported(gateway_factory: Any, node_
     """The allowlist footgun: a gateway without device.* in commands.allow hides them silently; the node
     notices (plugin-tool echo) and the doctor names the exact fix."""
     gw = gateway_factory(allow=[])
-    node = node_factory(gw, name="withheld-node")
+    # diagnostics off: this test is about device.* (its commands would be withheld here too)
+    node = node_factory(gw, name="withheld-node", extra={"diagnostics": {"enabled": False}})
     wait_for(lambda: node.live_status().get("withheld_commands"), 30, what="withheld commands noticed")
     assert set(node.live_status()["withheld_commands"]) == {"device.info", "device.status"}
     async with Operator(gw) as op:

@@ -37,6 +37,9 @@ DEFAULT_ALLOW = [
     "gpio.events",
     "device.info",
     "device.status",
+    "edgeclaw.logs",
+    "edgeclaw.doctor",
+    "device.identify",
 ]
 
 
@@ -75,7 +78,11 @@ class Gateway:
     allow: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW))
     proc: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
-    # opt-in: a scripted loopback model (tests.support.fakemodel) as the agents' default model
+    # an image-capable default model (a custom provider on a closed loopback port: runs fail fast, after
+    # the gateway stored the user turn): without one the gateway refuses image attachments
+    vision_model: bool = False
+    # opt-in: a scripted loopback model (tests.support.fakemodel) as the agents' default model; it is
+    # image-capable too and answers, so it can stand in for vision_model (which is kept as it is)
     model: FakeModel | None = None
 
     @property
@@ -134,10 +141,39 @@ class Gateway:
             "tools": {"exec": {"notifyOnExit": False}},
             "cron": {"enabled": False},
         }
+        if self.vision_model:
+            config["agents"]["defaults"]["model"] = {"primary": "edgeclaw-test/vision"}
+            config["models"].update(
+                {
+                    "mode": "merge",
+                    "providers": {
+                        "edgeclaw-test": {
+                            "baseUrl": "http://127.0.0.1:9/v1",
+                            "apiKey": "unused",
+                            "api": "openai-completions",
+                            "models": [
+                                {
+                                    "id": "vision",
+                                    "name": "Vision (nothing listens)",
+                                    "reasoning": False,
+                                    "input": ["text", "image"],
+                                    "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                                    "contextWindow": 32768,
+                                    "maxTokens": 1024,
+                                }
+                            ],
+                        }
+                    },
+                }
+            )
+        if self.model is not None and self.vision_model:
+            raise ValueError("model= and vision_model=True both set the default model; pick one")
         if self.model is not None:
             from tests.support.fakemodel import PROVIDER_ID
 
-            config["models"]["providers"] = {PROVIDER_ID: self.model.provider_config()}
+            config["models"].update(
+                {"mode": "merge", "providers": {PROVIDER_ID: self.model.provider_config()}}
+            )
             config["agents"]["defaults"]["model"] = {"primary": self.model.model_ref}
         (self.run_dir / "openclaw.json").write_text(json.dumps(config, indent=1))
 

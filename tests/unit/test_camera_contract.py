@@ -1,7 +1,7 @@
 """The camera contract, run against every backend whose hardware or software is present here.
 
 Everything above the backend is the real code path; results are decoded with ffprobe, not trusted.
-The simulated backend (ffmpeg testsrc, real JPEG/H.264 encoding) runs wherever ffmpeg is installed.
+The simulated backend (a still scene through ffmpeg, real JPEG/H.264 encoding) runs wherever ffmpeg is installed.
 """
 
 from __future__ import annotations

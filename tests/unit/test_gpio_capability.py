@@ -1,9 +1,9 @@
-"""GPIO capability on gpiozero's MockFactory: commands, debounce, pulses, failsafe, safe stop, spool."""
+"""GPIO capability on gpiozero's MockFactory: commands, debounce, pulses, failsafe, safe stop, edges on
+the bus (agent.requests from edges: tests/unit/test_triggers_gpio.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -344,97 +344,6 @@ async def test_stop_puts_outputs_in_safe_state(tmp_path: Path) -> None:
     assert not cap.pins
 
 
-async def test_agent_requests_are_spooled_in_order_while_offline(tmp_path: Path) -> None:
-    cap, svc = await started(tmp_path, connected=False)
-    try:
-        for _ in range(3):
-            await drive(cap, "button", False)
-            await asyncio.sleep(0.07)
-            await drive(cap, "button", True)
-            await asyncio.sleep(0.07)
-        await until(lambda: len(cap.spool.entries) == 3)
-        assert svc.sent == []
-        on_disk = json.loads((svc.state_dir / "gpio-spool.json").read_text())
-        assert [e["message"] for e in on_disk["entries"]] == [
-            "button pressed #1",
-            "button pressed #3",
-            "button pressed #5",
-        ]
-        assert (svc.state_dir / "gpio-spool.json").stat().st_mode & 0o077 == 0
-        # surface not approved yet: the first try is refused as PAIRING_CHANGED, then it goes through
-        svc.refuse.append(InvokeError("PAIRING_CHANGED", "pairing changed"))
-        svc.connected = True
-        import edgeclaw.capabilities.gpio.capability as capmod
-
-        capmod.RETRY_S = 0.05
-        await cap.on_session_ready()
-        await until(lambda: len(svc.sent) == 3)
-        assert [p["message"] for _, p in svc.sent] == [
-            "button pressed #1",
-            "button pressed #3",
-            "button pressed #5",
-        ]
-        assert {e for e, _ in svc.sent} == {"agent.request"}
-        assert {p["sessionKey"] for _, p in svc.sent} == {"edgeclaw-garage-pi"}
-        assert cap.spool.entries == [] and cap.spool.counters.sent == 3
-    finally:
-        capmod.RETRY_S = 5.0
-        await cap.stop()
-
-
-async def test_spool_survives_restart_and_drops_expired_with_a_count(tmp_path: Path) -> None:
-    pins = {
-        "button": {
-            "pin": 22,
-            "kind": "button",
-            "bounce_time": 0,
-            "on_edge": "agent",
-            "trigger_on": "both",
-            "message": "{name} went {state}",
-        }
-    }
-    cap, svc = await started(tmp_path, connected=False, pins=pins, spool_max_age=60)
-    for level in (False, True, False):
-        await drive(cap, "button", level)
-    await until(lambda: len(cap.spool.entries) == 3)
-    await cap.stop()
-    # the oldest request is two minutes old by the time the node is back
-    doc = json.loads((svc.state_dir / "gpio-spool.json").read_text())
-    doc["entries"][0]["ts"] -= 120
-    doc["entries"][1]["ts"] -= 10
-    (svc.state_dir / "gpio-spool.json").write_text(json.dumps(doc))
-
-    svc2 = FakeServices(tmp_path, connected=True)
-    cap2 = create(gpio_config(pins, spool_max_age=60), svc2)
-    await cap2.start()
-    try:
-        await cap2.on_session_ready()
-        await until(lambda: len(svc2.sent) == 2)
-        first, second = (p["message"] for _, p in svc2.sent)
-        # the late one names its original time; the drop is told to the agent, once
-        assert first.startswith("button went released (at ")
-        assert "1 earlier GPIO event(s) were dropped" in first
-        assert second == "button went pressed"
-        stats = (await call(cap2, "gpio.list"))["agent_requests"]
-        assert stats["dropped_expired"] == 1 and stats["pending"] == 0 and stats["sent"] == 2
-    finally:
-        await cap2.stop()
-
-
-async def test_spool_is_bounded(tmp_path: Path) -> None:
-    pins = {
-        "button": {"pin": 22, "kind": "input", "bounce_time": 0, "on_edge": "agent", "trigger_on": "both"}
-    }
-    cap, _ = await started(tmp_path, connected=False, pins=pins, spool_max=2)
-    try:
-        for level in (True, False, True, False):
-            await drive(cap, "button", level)
-        await until(lambda: cap.spool.counters.dropped_overflow == 2)
-        assert [e.message.split()[2] for e in cap.spool.entries] == ["active", "inactive"]
-    finally:
-        await cap.stop()
-
-
 async def test_node_event_edges(tmp_path: Path) -> None:
     pins = {"pir": {"pin": 5, "kind": "input", "bounce_time": 0, "on_edge": "event", "trigger_on": "both"}}
     cap, svc = await started(tmp_path, pins=pins)
@@ -498,88 +407,6 @@ async def test_enabled_without_pins_declares_nothing_and_opens_nothing(tmp_path:
     await cap.start()
     assert cap.handlers() == {} and cap.plugin_tools() == [] and cap.factory is None
     await cap.stop()
-
-
-SPOOL_PINS = {
-    "button": {
-        "pin": 22,
-        "kind": "button",
-        "bounce_time": 0,
-        "on_edge": "agent",
-        "trigger_on": "both",
-        "message": "{name} went {state}",
-    }
-}
-
-
-async def test_a_malformed_spool_entry_is_quarantined_and_later_requests_are_delivered(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """One entry with `"ts": "yesterday"` used to kill the pump with a TypeError: nothing was delivered
-    again, and nothing said so."""
-    now = time.time()
-    good = {"pin": "button", "session_key": "k", "time_in_message": True}
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "gpio-spool.json").write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "next_id": 4,
-                "entries": [
-                    {"id": 1, "ts": now - 1, "message": "first", **good},
-                    {"id": 2, "ts": "yesterday", "message": "poison", **good},
-                    {"id": 3, "ts": now - 1, "message": "third", **good},
-                ],
-            }
-        )
-    )
-    cap, svc = await started(tmp_path, connected=True, pins=SPOOL_PINS)
-    try:
-        await cap.on_session_ready()
-        await until(lambda: len(svc.sent) == 2)
-        first, third = (p["message"] for _, p in svc.sent)
-        assert first.startswith("first [note: 1 earlier GPIO event(s) were dropped") and third == "third"
-        for level in (False, True):
-            await drive(cap, "button", level)
-        await until(lambda: len(svc.sent) >= 3)
-        assert svc.sent[-1][1]["message"].startswith("button went ")
-        assert cap.spool.counters.quarantined == 1
-        assert any("quarantined" in r.getMessage() and "yesterday" in r.getMessage() for r in caplog.records)
-        kept = json.loads((svc.state_dir / "gpio-spool.json.quarantine").read_text())
-        assert [e["message"] for e in kept] == ["poison"]
-        assert svc.supervisor.total_restarts() == 0  # skipped, not crashed
-    finally:
-        await cap.stop()
-
-
-async def test_a_crash_in_the_spool_pump_is_restarted_and_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cap, svc = await started(tmp_path, connected=False, failsafe_after=0)
-    try:
-        real_expire = cap.spool.expire
-        crashes = [RuntimeError("injected into the spool pump")]
-
-        def expire_once(now: float) -> int:
-            if crashes:
-                raise crashes.pop()
-            return real_expire(now)
-
-        monkeypatch.setattr(cap.spool, "expire", expire_once)
-        await drive(cap, "button", False)
-        await asyncio.sleep(0.07)
-        await drive(cap, "button", True)
-        await until(lambda: len(cap.spool.entries) == 1)
-        svc.connected = True
-        cap._wake.set()
-        await until(lambda: svc.supervisor.snapshot()["test/gpio/spool-pump"]["restarts"] == 1)
-        assert (
-            "injected into the spool pump" in svc.supervisor.snapshot()["test/gpio/spool-pump"]["last_error"]
-        )
-        cap._wake.set()  # the restarted pump waits for the next wake-up, as after any start
-        await until(lambda: len(svc.sent) == 1)
-    finally:
-        await cap.stop()
 
 
 async def test_a_crash_in_the_failsafe_timer_is_restarted_and_the_outputs_still_go_safe(

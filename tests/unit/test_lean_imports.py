@@ -39,7 +39,7 @@ def test_daemon_import_leaves_unused_stdlib_shell_runner_and_gpio_unloaded() -> 
         "import edgeclaw.node.daemon\n"
         "from edgeclaw.capabilities.registry import load_capability_modules\n"
         "from edgeclaw.platform.deferimport import is_loaded\n"
-        "assert set(load_capability_modules()) == {'system', 'shell', 'camera', 'gpio', 'device'}\n"
+        "assert set(load_capability_modules()) == {'system', 'shell', 'camera', 'gpio', 'device', 'diagnostics', 'triggers'}\n"
         "names = ['importlib.metadata', 'urllib.request', 'email.message', 'http.client', 'zipfile', 'bz2', 'lzma',\n"
         "         'edgeclaw.capabilities.shell.run', 'edgeclaw.capabilities.gpio.capability',\n"
         "         'nacl.bindings', 'nacl.signing', 'edgeclaw.protocol.identity', 'websockets.asyncio.client']\n"

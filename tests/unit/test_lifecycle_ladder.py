@@ -169,9 +169,11 @@ async def test_a_healthy_run_clears_the_record_and_sighup_leaves_safe_mode(
         await wait_until(lambda: [e["outcome"] for e in record()] == ["healthy"], 10, "record cleared")
         os.kill(os.getpid(), signal.SIGHUP)
         await gw.wait_hello(2, timeout=10)  # the manifest grew: a reconnect announces it
+        # edgeclaw.logs stays declared, now by the diagnostics capability (journal/ring), not safe mode's
         assert (
-            "gpio.write" in gw.connects[-1]["commands"] and "edgeclaw.logs" not in gw.connects[-1]["commands"]
+            "gpio.write" in gw.connects[-1]["commands"] and "edgeclaw.doctor" in gw.connects[-1]["commands"]
         )
+        assert "edgeclaw" not in daemon.caps and "diagnostics" in daemon.caps
         assert "gpio" in daemon.caps and daemon.runner is not None and daemon.runner.status.safe_mode is None
 
 

@@ -41,8 +41,11 @@ class _Gate:
         self.users = 0
 
 
-def build_backend(config: Config, simulated: bool) -> tuple[list[Backend], str]:
-    """Backends to try in order for this config, or an empty list and the reason."""
+def build_backend(
+    config: Config, simulated: bool, runtime_dir: Path | str | None = None
+) -> tuple[list[Backend], str]:
+    """Backends to try in order for this config, or an empty list and the reason. `runtime_dir`: where
+    the simulated camera keeps its scene (shared by snaps and motion detection)."""
     kind = config.backend
     if kind == "auto" and simulated:
         kind = "simulated"
@@ -53,6 +56,7 @@ def build_backend(config: Config, simulated: bool) -> tuple[list[Backend], str]:
     if kind == "simulated":
         if not ffmpeg_ok:
             return [], f"the simulated camera needs ffmpeg ({config.ffmpeg} not found)"
+        from edgeclaw.capabilities.camera import simscene
         from edgeclaw.capabilities.camera.backends.simulated import SimulatedBackend
 
         return [
@@ -65,6 +69,7 @@ def build_backend(config: Config, simulated: bool) -> tuple[list[Backend], str]:
                 encoder=config.h264_encoder,
                 clip_max_width=cw,
                 framerate=fr,
+                scene_dir=simscene.scene_dir(runtime_dir) if runtime_dir else None,
             )
         ], ""
     if kind in ("auto", "picamera2"):
@@ -77,6 +82,7 @@ def build_backend(config: Config, simulated: bool) -> tuple[list[Backend], str]:
                     audio_device=config.audio_device,
                     clip_max_width=cw,
                     framerate=fr,
+                    rpicam_vid=config.rpicam_vid,
                 )
             )
         else:
@@ -173,7 +179,8 @@ class CameraCapability(Capability):
             if self._backend is not None or loop.time() - self._detected_at < REDETECT_S:
                 return self._backend
             self._detected_at = loop.time()
-            candidates, reason = build_backend(self.config, self.services.simulated)
+            runtime_dir = getattr(getattr(self.services, "config", None), "runtime_dir", None)
+            candidates, reason = build_backend(self.config, self.services.simulated, runtime_dir)
             tried = [reason] if reason else []
             for backend in candidates:
                 devices = await backend.list_devices()

@@ -1,6 +1,6 @@
-"""The GPIO capability: commands over the configured pins, edges into the ring / node events /
-agent.requests (via the spool), momentary pulses owned by the node, and safe states on stop and on
-a lost gateway."""
+"""The GPIO capability: commands over the configured pins, edges into the ring, node events and the
+event bus (GPIO_EDGE: the triggers capability turns `on_edge: agent` and gpio trigger sources into
+agent.requests), momentary pulses owned by the node, and safe states on stop and on a lost gateway."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import asdict
 from typing import Any
 
 from edgeclaw.capabilities.base import (
@@ -21,17 +20,13 @@ from edgeclaw.capabilities.base import (
     NotConnected,
 )
 from edgeclaw.capabilities.gpio import tools as toolgen
-from edgeclaw.capabilities.gpio.config import Config, PinConfig
+from edgeclaw.capabilities.gpio.config import Config, PinConfig, PinNotAllowed, resolve_pin
 from edgeclaw.capabilities.gpio.edges import Debouncer, EdgeRing, iso_time
 from edgeclaw.capabilities.gpio.manifest import MANIFEST
-from edgeclaw.capabilities.gpio.spool import Spool, SpoolEntry
 from edgeclaw.platform import events
 from edgeclaw.platform.supervisor import Restart, Supervisor
 
 log = logging.getLogger("edgeclaw.gpio")
-
-LATE_S = 5.0  # an agent.request delivered later than this names its original time if the template didn't
-RETRY_S = 5.0
 
 
 def _pin_error(exc: Exception) -> InvokeError:
@@ -56,11 +51,9 @@ class GpioCapability(Capability):
         self.pins: dict[str, Any] = {}  # name → backend.PinHandle
         self.debouncers: dict[str, Debouncer] = {}
         self.ring = EdgeRing(config.event_buffer)
-        self.spool: Spool | None = None
         self.pulses: dict[str, _Pulse] = {}
         self.failsafe_applied_at: float | None = None
-        self.sup: Supervisor | None = None  # spool pump and failsafe timer; edge sends and pulses are short
-        self._wake = asyncio.Event()
+        self.sup: Supervisor | None = None  # the failsafe timer; edge sends and pulses are short
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Any = None
         self.sim: Any = None
@@ -89,20 +82,14 @@ class GpioCapability(Capability):
         doc = toolgen.skill(self.config, self.services.display_name)
         return [doc] if doc else []
 
-    @property
-    def session_key(self) -> str:
-        return self.config.session_key or f"edgeclaw-{toolgen._slug(self.services.display_name)}"
-
     # lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if not self._active():
             return
-        self.spool = Spool.open(self.services.state_dir, self.config.spool_max, self.config.spool_max_age)
         self._open_pins(self.config.pins)
         self._unsubscribe = self.services.bus.subscribe(self._on_bus)
         self.sup = self.services.supervisor.child_supervisor("gpio")
-        self.sup.start_child("spool-pump", self._pump)
         if not self.services.is_connected():
             self._arm_failsafe()
         if self.services.simulated:
@@ -155,7 +142,6 @@ class GpioCapability(Capability):
             self._unsubscribe()
             self._unsubscribe = None
         if self.sup is not None:
-            self.sup.cancel_child("spool-pump")
             self.sup.cancel_child("failsafe")
         if self.sim is not None:
             await self.sim.stop()
@@ -184,14 +170,9 @@ class GpioCapability(Capability):
                 self._close_pin(name, safe=True)
         self._open_pins({n: c for n, c in new_config.pins.items() if n not in self.pins})
         self.ring.resize(new_config.event_buffer)
-        if self.spool is not None:
-            self.spool.max_entries = new_config.spool_max
-            self.spool.max_age = new_config.spool_max_age
-        self._wake.set()
 
     async def on_session_ready(self) -> None:
         self._disarm_failsafe()
-        self._wake.set()
 
     async def on_disconnected(self) -> None:
         self._arm_failsafe()
@@ -201,8 +182,6 @@ class GpioCapability(Capability):
             self._disarm_failsafe()
         elif name == events.DISCONNECT:
             self._arm_failsafe()
-        elif name == events.PAIRING and fields.get("stage") == "approved":
-            self._wake.set()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """A short task (an edge event, a pulse's restore) under the capability's supervisor."""
@@ -268,30 +247,22 @@ class GpioCapability(Capability):
         state = active_word if active else inactive_word
         edge = self.ring.add(name, active, state, ts)
         log.debug("gpio edge %s %s (#%d)", name, state, edge.seq)
+        # every edge goes on the bus: triggers (gpio sources, `on_edge: agent`) subscribe to it
+        self.services.bus.emit(
+            events.GPIO_EDGE,
+            pin_name=name,
+            pin=cfg.pin,
+            kind=cfg.kind,
+            active=active,
+            state=state,
+            value=int(active),
+            ts=ts,
+            seq=edge.seq,
+            description=cfg.description or name,
+        )
         wanted = cfg.trigger_on == "both" or (cfg.trigger_on == "active") == active
-        if not wanted or cfg.on_edge == "none":
-            return
-        if cfg.on_edge == "event":
+        if wanted and cfg.on_edge == "event":
             self._spawn(self._send_edge_event(edge.to_json()), "gpio-edge-event")
-            return
-        fields = {
-            "name": name,
-            "state": state,
-            "time": iso_time(ts),
-            "value": int(active),
-            "node": self.services.display_name,
-            "pin": cfg.pin,
-            "kind": cfg.kind,
-            "seq": edge.seq,
-            "description": cfg.description or name,
-        }
-        try:
-            message = cfg.message.format_map(fields)
-        except (KeyError, ValueError, IndexError, AttributeError) as exc:
-            message = f"{name} went {state} at {fields['time']} (message template failed: {exc})"
-        assert self.spool is not None
-        self.spool.add(ts, name, message, self.session_key, time_in_message="{time}" in cfg.message)
-        self._wake.set()
 
     async def _send_edge_event(self, payload: dict[str, Any]) -> None:
         try:
@@ -299,71 +270,40 @@ class GpioCapability(Capability):
         except (NotConnected, InvokeError) as exc:
             log.debug("gpio.edge event not sent (%s); it stays in gpio.events", exc)
 
-    # spool pump ------------------------------------------------------------------------------------
-    async def _pump(self) -> None:
-        """Deliver spooled agent.requests in order, one at a time, whenever the gateway takes them."""
-        spool = self.spool
-        assert spool is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while spool.head() is not None and self.services.is_connected():
-                spool.expire(time.time())
-                entry = spool.head()
-                if entry is None:
-                    break
-                try:
-                    outcome = await self._deliver(entry)
-                except Exception as exc:  # this entry, every time: set it aside rather than crash-loop
-                    if spool.head() is entry:
-                        spool.entries.pop(0)
-                    spool.quarantine(asdict(entry), f"delivering it failed: {type(exc).__name__}: {exc}")
-                    continue
-                if outcome == "retry":
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                if outcome == "offline":
-                    break
-
-    async def _deliver(self, entry: SpoolEntry) -> str:
-        assert self.spool is not None
-        message = entry.message
-        if not entry.time_in_message and time.time() - entry.ts > LATE_S:
-            message += f" (at {iso_time(entry.ts)})"
-        drops = self.spool.counters.unreported_drops
-        if drops:
-            message += f" [note: {drops} earlier GPIO event(s) were dropped before delivery; see gpio.list]"
-        try:
-            await self.services.send_event(
-                "agent.request", {"message": message, "sessionKey": entry.session_key}, timeout=10
-            )
-        except NotConnected:
-            return "offline"
-        except InvokeError as exc:
-            if "PAIRING" in exc.code or "NOT_PAIRED" in exc.code or exc.code in ("UNAVAILABLE", "TIMEOUT"):
-                log.info("agent.request for %s not accepted yet (%s); retrying", entry.pin, exc)
-                return "retry"
-            log.error("gateway refused agent.request for %s (%s); dropped", entry.pin, exc)
-            self.spool.done(entry, delivered=False)
-            return "dropped"
-        if drops:
-            self.spool.drops_reported()
-        self.spool.done(entry, delivered=True)
-        log.info("agent.request sent for %s (spool #%d)", entry.pin, entry.id)
-        return "sent"
-
     # pin access ------------------------------------------------------------------------------------
     def _handle(self, ctx: InvokeContext) -> Any:
-        name = ctx.params.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvokeError("INVALID_REQUEST", "parameter 'name' (a configured pin name) is required")
+        name = self._pin_name(ctx, required=True)
+        assert name is not None
         handle = self.pins.get(name)
-        if handle is None:
-            raise InvokeError(
-                "GPIO_PIN_NOT_ALLOWED",
-                f"no pin named {name!r} is configured (configured: {', '.join(self.pins)})",
-            )
+        if handle is None:  # configured but not open (reload in progress)
+            raise InvokeError("GPIO_PIN_NOT_ALLOWED", f"pin {name!r} is not available right now")
         return handle
+
+    def _pin_name(self, ctx: InvokeContext, *, required: bool) -> str | None:
+        """The configured pin that `name` (or `pin`) denotes: its name or its id in any form gpiozero
+        reads. Every key that names a pin must name a configured one, and the same one."""
+        found: list[str] = []
+        for key in ("name", "pin"):
+            ref = ctx.params.get(key)
+            if ref is None:
+                continue
+            try:
+                found.append(resolve_pin(self.config.pins, ref))
+            except TypeError as exc:
+                raise InvokeError("INVALID_REQUEST", f"parameter {key!r}: {exc}") from None
+            except PinNotAllowed as exc:
+                raise InvokeError("GPIO_PIN_NOT_ALLOWED", str(exc)) from None
+        if not found:
+            if required:
+                raise InvokeError(
+                    "INVALID_REQUEST", "parameter 'name' (a configured pin name or its pin id) is required"
+                )
+            return None
+        if len(set(found)) > 1:
+            raise InvokeError(
+                "INVALID_REQUEST", f"'name' and 'pin' denote different pins ({', '.join(found)})"
+            )
+        return found[0]
 
     def _set_handle(self, handle: Any, value: float, *, why: str) -> bool:
         try:
@@ -409,7 +349,6 @@ class GpioCapability(Capability):
                 "after_s": self.config.failsafe_after,
                 "applied_at": iso_time(self.failsafe_applied_at) if self.failsafe_applied_at else None,
             },
-            "agent_requests": self.spool.stats() if self.spool else None,
             "latest_event_seq": self.ring.seq,
         }
 
@@ -529,18 +468,13 @@ class GpioCapability(Capability):
     async def _events(self, ctx: InvokeContext) -> dict[str, Any]:
         since = ctx.params.get("since", 0)
         limit = ctx.params.get("limit", 100)
-        name = ctx.params.get("name")
         if since is None:
             since = 0
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
             raise InvokeError("INVALID_REQUEST", "parameter 'since' must be a non-negative integer (a seq)")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvokeError("INVALID_REQUEST", "parameter 'limit' must be an integer from 1 to 1000")
-        if name is not None:
-            if not isinstance(name, str):
-                raise InvokeError("INVALID_REQUEST", "parameter 'name' must be a string")
-            if name not in self.config.pins:
-                raise InvokeError("GPIO_PIN_NOT_ALLOWED", f"no pin named {name!r} is configured")
+        name = self._pin_name(ctx, required=False)
         return self.ring.since(since, name=name, limit=limit)
 
 

@@ -70,6 +70,43 @@ def canonical_pin(spec: str) -> str:
     return text.upper()
 
 
+def pin_id_of_name(name: str) -> str | None:
+    """The pin a pin *name* would also denote as a pin id (`gpio17`, `bcm17`, `board11`), else None."""
+    if not (_BCM_RE.match(name) or _BOARD_RE.match(name)):
+        return None
+    try:
+        return canonical_pin(name)
+    except ValueError:  # board1: a power pin, so no pin id; an ordinary name
+        return None
+
+
+class PinNotAllowed(LookupError):
+    """The reference names no configured pin (whichever form it takes)."""
+
+
+def resolve_pin(pins: dict[str, PinConfig], ref: object) -> str:
+    """The configured name a reference denotes: the name itself, or the pin as gpiozero would read it
+    (17, "17", "GPIO17", "BCM17", "BOARD11", "J8:11"). Raises PinNotAllowed for anything else, so an
+    unconfigured pin is refused whichever form names it; a name that is also a pin id must be that pin
+    (validated), so a name can never reach a different pin than the id it spells."""
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+        raise TypeError("a pin is named by a string (its configured name or pin id) or a BCM number")
+    text = str(ref).strip()
+    if isinstance(ref, str) and ref in pins:
+        return ref
+    try:
+        canon = canonical_pin(text)
+    except ValueError as exc:
+        raise PinNotAllowed(f"{text!r} is not a configured pin ({exc})") from None
+    for name, pin in pins.items():
+        if canonical_pin(pin.pin) == canon:
+            return name
+    for name, pin in pins.items():
+        if pin.trigger and canonical_pin(pin.trigger) == canon:
+            raise PinNotAllowed(f"{text!r} ({canon}) is the trigger line of {name!r}; address {name!r}")
+    raise PinNotAllowed(f"{text!r} ({canon}) is not a configured pin (configured: {', '.join(pins)})")
+
+
 def gpiozero_pin(spec: str) -> int | str:
     """What to hand gpiozero: plain numbers as int (BCM), everything else as written."""
     text = spec.strip()
@@ -215,6 +252,13 @@ class Config:
             if not NAME_RE.match(name):
                 raise ConfigError(
                     "pin names are 1-32 lower-case letters, digits or _, starting with a letter",
+                    key=f"gpio.pins.{name}",
+                )
+            spelled = pin_id_of_name(name)
+            if spelled is not None and spelled != canonical_pin(pin.pin):
+                raise ConfigError(
+                    f"the name {name!r} spells pin {spelled} but this pin is {pin.pin}; a name that is a "
+                    "pin id must be that pin (invokes may address pins by id), so rename it",
                     key=f"gpio.pins.{name}",
                 )
             specs = [("pin", pin.pin)] + ([("trigger", pin.trigger)] if pin.trigger else [])

@@ -7,6 +7,7 @@ the pin's name as a required single-value (`enum`) argument.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from edgeclaw.capabilities.gpio.config import Config, PinConfig
@@ -131,10 +132,15 @@ def skill(config: Config, node_name: str) -> dict[str, Any] | None:
     if not config.enabled or not config.pins:
         return None
     prefix = config.tool_prefix
+    # the gateway drops a skill whose frontmatter name/description differ from the ones sent beside it
+    # ("dropped node skill with mismatched frontmatter"): one value for both, JSON-quoted so a display
+    # name with ':' or '#' stays one YAML string
+    skill_name = f"gpio-{_slug(node_name)}"
+    description = skill_description(node_name)
     lines = [
         "---",
-        f"name: gpio-{_slug(node_name)}",
-        f"description: GPIO wiring of the board '{node_name}' and how to use its pins",
+        f"name: {skill_name}",
+        f"description: {json.dumps(description, ensure_ascii=False)}",
         "---",
         "",
         f"# GPIO on {node_name}",
@@ -176,11 +182,13 @@ def skill(config: Config, node_name: str) -> dict[str, Any] | None:
         if notes:
             lines.append(f"- **{name}**: " + "; ".join(notes) + ".")
     lines.append("")
-    return {
-        "name": f"gpio-{_slug(node_name)}",
-        "description": f"GPIO pins of {node_name}: what is wired where and which tools drive them",
-        "content": "\n".join(lines),
-    }
+    return {"name": skill_name, "description": description, "content": "\n".join(lines)}
+
+
+def skill_description(node_name: str) -> str:
+    """The skill's description, in its frontmatter and beside it (trimmed: the gateway compares trimmed)."""
+    flat = " ".join(node_name.split())
+    return f"GPIO pins of {flat}: what is wired where and which tools drive them"
 
 
 def _slug(text: str) -> str:

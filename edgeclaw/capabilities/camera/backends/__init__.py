@@ -40,6 +40,16 @@ class Job:
     env: dict[str, str] | None = None  # None: inherit the daemon's environment
 
 
+@dataclass(frozen=True)
+class MotionJob:
+    """A capture that streams raw frames of the analysis size to stdout until killed, for the motion
+    worker: `gray` is W*H bytes of luma per frame, `yuv420` is planar I420 (the luma plane first)."""
+
+    argv: list[str]
+    frame_format: str = "gray"  # gray | yuv420
+    env: dict[str, str] | None = None
+
+
 class Backend:
     name = "base"
 
@@ -51,6 +61,12 @@ class Backend:
 
     async def clip_job(self, device: Device, req: ClipRequest, workdir: Path) -> Job:
         raise NotImplementedError
+
+    async def motion_job(self, device: Device, width: int, height: int, fps: float) -> MotionJob:
+        """The streaming capture motion detection reads; CAMERA_MOTION_UNSUPPORTED where there is none."""
+        raise InvokeError(
+            "CAMERA_MOTION_UNSUPPORTED", f"the {self.name} camera backend cannot stream frames for motion"
+        )
 
     def failure(self, finished: Finished, what: str) -> InvokeError:
         return map_failure(finished, what, self.name)

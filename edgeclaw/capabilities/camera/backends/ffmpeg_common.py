@@ -59,3 +59,17 @@ def reencode_jpeg(ffmpeg: str, src: Path, max_width: int, quality: float) -> lis
         f"scale=w='min(iw,{max_width})':h=-1",
         *jpeg_output(quality),
     ]
+
+
+def gray_stream_output(width: int, height: int, fps: float, post: str = "") -> list[str]:
+    """Raw 8-bit luma frames of the motion analysis size to stdout, at `fps`, for the motion worker.
+    `area` scaling averages whole pixel blocks: the downsampling doubles as a blur against noise."""
+    return [
+        "-vf",
+        f"fps={fps:g},scale={width}:{height}:flags=area{',' + post if post else ''}",
+        "-pix_fmt",
+        "gray",
+        "-f",
+        "rawvideo",
+        "-",
+    ]

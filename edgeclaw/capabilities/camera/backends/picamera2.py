@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from pathlib import Path
 
+from edgeclaw.capabilities.base import InvokeError
 from edgeclaw.capabilities.camera import proc
-from edgeclaw.capabilities.camera.backends import Backend, Device, Job, even, find_alsa_capture
+from edgeclaw.capabilities.camera.backends import Backend, Device, Job, MotionJob, even, find_alsa_capture
 from edgeclaw.capabilities.camera.params import ClipRequest, SnapRequest
 
 WORKER = Path(__file__).resolve().parent.parent / "picam_worker.py"
@@ -47,8 +49,10 @@ class Picamera2Backend(Backend):
         framerate: int = 30,
         audio_device: str = "auto",
         env: dict[str, str] | None = None,
+        rpicam_vid: str = "rpicam-vid",
     ) -> None:
         self.python = python
+        self.rpicam_vid = rpicam_vid
         self.clip_max_width = clip_max_width
         self.framerate = framerate
         self.audio_device = audio_device
@@ -98,6 +102,20 @@ class Picamera2Backend(Backend):
         if mic:
             args += ["--audio-device", mic]
         return self._worker(*args, "--output", str(out))
+
+    async def motion_job(self, device: Device, width: int, height: int, fps: float) -> MotionJob:
+        """A picamera2 worker would hold ~50 MB of libcamera for as long as motion runs; rpicam-vid (same
+        camera numbering, installed alongside on Raspberry Pi OS) streams the frames far more cheaply."""
+        from edgeclaw.capabilities.camera.backends.rpicam import rpicam_motion_argv
+
+        vid = shutil.which(self.rpicam_vid)
+        if vid is None:
+            raise InvokeError(
+                "CAMERA_MOTION_UNSUPPORTED",
+                f"motion on a picamera2 camera streams through {self.rpicam_vid}, which is not installed "
+                "(apt install rpicam-apps)",
+            )
+        return MotionJob(argv=rpicam_motion_argv(vid, device, width, height, fps), frame_format="yuv420")
 
     async def snap_job(self, device: Device, req: SnapRequest, workdir: Path) -> Job:
         out = workdir / "snap.jpg"

@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 
 from edgeclaw.capabilities.camera import proc
-from edgeclaw.capabilities.camera.backends import Backend, Device, Job, even, find_alsa_capture, fit_width
+from edgeclaw.capabilities.camera.backends import (
+    Backend,
+    Device,
+    Job,
+    MotionJob,
+    even,
+    find_alsa_capture,
+    fit_width,
+)
 from edgeclaw.capabilities.camera.params import ClipRequest, SnapRequest
 
 _CAMERA_LINE = re.compile(r"^\s*(\d+)\s*:\s*(\S+)\s*\[(\d+)x(\d+)[^\]]*\]\s*(\(([^)]*)\))?")
@@ -41,6 +49,30 @@ def parse_list_cameras(text: str) -> list[Device]:
 
 def camera_index(device: Device) -> str:
     return dict(device.extra).get("index", device.id.removeprefix("csi"))
+
+
+def rpicam_motion_argv(vid: str, device: Device, width: int, height: int, fps: float) -> list[str]:
+    """rpicam-vid streaming raw I420 frames of the analysis size to stdout until killed (the ISP does the
+    downscaling; the motion worker reads the luma plane of each frame)."""
+    return [
+        vid,
+        "--nopreview",
+        "--camera",
+        camera_index(device),
+        "--timeout",
+        "0",
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        "--framerate",
+        f"{fps:g}",
+        "--codec",
+        "yuv420",
+        "--flush",
+        "--output",
+        "-",
+    ]
 
 
 class RpicamBackend(Backend):
@@ -110,6 +142,9 @@ class RpicamBackend(Backend):
     async def snap_job(self, device: Device, req: SnapRequest, workdir: Path) -> Job:
         out = workdir / "snap.jpg"
         return Job(argv=self.build_snap(device, req, out), output=out)
+
+    async def motion_job(self, device: Device, width: int, height: int, fps: float) -> MotionJob:
+        return MotionJob(argv=rpicam_motion_argv(self.vid, device, width, height, fps), frame_format="yuv420")
 
     async def clip_job(self, device: Device, req: ClipRequest, workdir: Path) -> Job:
         mic = find_alsa_capture(self.audio_device) if req.include_audio else None

@@ -18,8 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeclaw.capabilities.camera import proc
-from edgeclaw.capabilities.camera.backends import Backend, Device, Job, even, find_alsa_capture, fit_width
-from edgeclaw.capabilities.camera.backends.ffmpeg_common import BASE, h264_output, jpeg_output
+from edgeclaw.capabilities.camera.backends import (
+    Backend,
+    Device,
+    Job,
+    MotionJob,
+    even,
+    find_alsa_capture,
+    fit_width,
+)
+from edgeclaw.capabilities.camera.backends.ffmpeg_common import (
+    BASE,
+    gray_stream_output,
+    h264_output,
+    jpeg_output,
+)
 from edgeclaw.capabilities.camera.params import ClipRequest, SnapRequest, jpeg_qscale
 
 log = logging.getLogger("edgeclaw.camera")
@@ -231,6 +244,28 @@ class V4L2Backend(Backend):
         scale = f"scale={even(w)}:{even(h)}" if h else f"scale=w='min(iw,{self.clip_max_width})':h=-2"
         argv += ["-vf", scale]
         return argv + h264_output(self.encoder, out, audio=mic is not None, duration_s=req.duration_ms / 1000)
+
+    def build_motion(self, device: Device, width: int, height: int, fps: float, fmts: Formats) -> list[str]:
+        """Stream the smallest mode at least as large as the analysis size (less to decode: the Pi Zero
+        cost is mostly MJPEG decoding), raw before MJPEG at that size; scaled to the analysis size."""
+        modes = [(s, None) for s in fmts.raw] + [(s, "mjpeg") for s in fmts.mjpeg]
+        big_enough = [m for m in modes if m[0][0] >= width and m[0][1] >= height]
+        size, fmt = (
+            min(big_enough, key=lambda m: (m[0][0] * m[0][1], m[1] is not None))
+            if big_enough
+            else (None, None)
+        )
+        return [
+            self.ffmpeg,
+            *BASE,
+            "-fflags",
+            "nobuffer",
+            *self._input(device, fmt, size, None),
+            *gray_stream_output(width, height, fps),
+        ]
+
+    async def motion_job(self, device: Device, width: int, height: int, fps: float) -> MotionJob:
+        return MotionJob(argv=self.build_motion(device, width, height, fps, await self.formats(device)))
 
     async def snap_job(self, device: Device, req: SnapRequest, workdir: Path) -> Job:
         return Job(argv=self.build_snap(device, req, await self.formats(device)))

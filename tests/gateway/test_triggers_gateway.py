@@ -1,0 +1,187 @@
+"""Triggers through the real gateway on a simulated board (MockFactory GPIO driven over the simulation
+socket, a camera backend that really encodes JPEGs with ffmpeg): a press snaps a photo that reaches the
+gateway as an image, schedules and thresholds fire on time and once per crossing, a backlog raised while
+the gateway is down arrives after it returns, rate limits hold. Evidence is the gateway's own records:
+its session list and the inbound media it stored for the session's user turn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeclaw.capabilities.gpio.simctl import sim_request
+from tests.support.gateway import Operator, wait_for
+
+pytestmark = pytest.mark.gateway
+
+PINS: dict[str, Any] = {
+    "doorbell": {"pin": "GPIO22", "kind": "button", "bounce_time": 0.02},
+    "door": {"pin": "GPIO23", "kind": "input", "pull": "down", "bounce_time": 0},
+}
+DOORBELL: dict[str, Any] = {
+    "source": {"gpio": {"pin": "doorbell", "edge": "active"}},
+    "actions": [{"snap": {"max_width": 320, "quality": 70}}, {"read_pins": ["door"]}],
+    "message": "{node}: doorbell at {time}; door is {pins[door]}",
+}
+
+
+def sections(rules: dict[str, Any], **triggers: Any) -> dict[str, Any]:
+    return {
+        "gpio": {"enabled": True, "pins": PINS},
+        "camera": {"enabled": True, "default_delay_ms": 0},
+        "triggers": {"rules": rules, **triggers},
+    }
+
+
+def press(node: Any, name: str = "doorbell") -> None:
+    for active in (True, False):
+        answer = sim_request(node.runtime_dir, {"op": "drive", "name": name, "active": active})
+        assert answer["ok"], answer
+        time.sleep(0.06)
+
+
+def inbound_images(gateway: Any) -> list[Path]:
+    """JPEGs the gateway stored for agent.request images (its transcript media), oldest first."""
+    root = gateway.run_dir / "state" / "media"
+    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    jpegs = [p for p in files if p.read_bytes()[:3] == b"\xff\xd8\xff"]
+    return sorted(jpegs, key=lambda p: p.stat().st_mtime_ns)
+
+
+async def session_row(op: Operator, key: str) -> dict[str, Any] | None:
+    res = await op.call("sessions.list", {})
+    rows = [r for r in res["payload"]["sessions"] if r.get("key") == key]
+    return rows[0] if rows else None
+
+
+async def wait_session(op: Operator, key: str, node: Any, timeout: float = 30.0) -> dict[str, Any]:
+    for _ in range(int(timeout / 0.2)):
+        row = await session_row(op, key)
+        if row is not None and row.get("startedAt"):
+            return row
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no agent run in {key} within {timeout} s; node log:\n{node.log()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def vision_gateway(gateway_factory: Any) -> Any:
+    """A gateway whose default model takes images (else it refuses image attachments outright)."""
+    return gateway_factory(vision_model=True)
+
+
+def status_triggers(node: Any) -> dict[str, Any]:
+    return dict(node.live_status().get("capabilities", {}).get("triggers", {}).get("triggers", {}))
+
+
+async def test_a_press_snaps_a_photo_that_reaches_the_gateway_session_as_an_image(
+    vision_gateway: Any, node_factory: Any
+) -> None:
+    gateway = vision_gateway
+    rules = {"doorbell": {**DOORBELL, "session_key": "doorbell"}}
+    node = node_factory(gateway, name="trg-bell", extra=sections(rules))
+    before = set(inbound_images(gateway))
+    async with Operator(gateway) as op:
+        assert await session_row(op, "agent:main:doorbell") is None
+        press(node)
+        try:
+            await wait_session(op, "agent:main:doorbell", node)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\ngateway:\n{gateway.tail(6000)}") from None
+    new = wait_for(lambda: [p for p in inbound_images(gateway) if p not in before], 20, what="stored image")
+    assert len(new) == 1
+    data = new[0].read_bytes()
+    assert data[:3] == b"\xff\xd8\xff" and data[-2:] == b"\xff\xd9" and len(data) > 1000
+    node.wait_log("agent.request sent: 1 event(s), 1 photo(s)", 10)
+    wait_for(lambda: status_triggers(node).get("doorbell", {}).get("fired") == 1, 10, what="status")
+
+
+async def test_schedule_fires_on_time_and_rate_limit_holds(gateway: Any, node_factory: Any) -> None:
+    rules = {
+        "tick": {"source": {"schedule": {"every_s": 2}}, "message": "tick {count}", "session_key": "tick"},
+        "bell": {
+            "source": {"gpio": {"pin": "doorbell"}},
+            "message": "ring",
+            "session_key": "bell-limited",
+            "rate_limit": {"count": 2, "per_s": 3600},
+        },
+    }
+    node = node_factory(gateway, name="trg-sched", extra=sections(rules))
+    async with Operator(gateway) as op:
+        t0 = time.monotonic()
+        await wait_session(op, "agent:main:tick", node, timeout=15)
+        assert time.monotonic() - t0 < 10
+        for _ in range(5):
+            press(node)
+            await asyncio.sleep(0.3)
+        await wait_session(op, "agent:main:bell-limited", node)
+    wait_for(lambda: status_triggers(node).get("bell", {}).get("suppressed") == 3, 10, what="3 suppressed")
+    state = status_triggers(node)
+    assert state["bell"]["fired"] == 2
+    assert state["tick"]["fired"] >= 1 and state["tick"]["next_fire"]
+    sent = [line for line in node.log().splitlines() if "agent.request sent" in line]
+    events = sum(int(line.split("sent: ")[1].split(" event")[0]) for line in sent)
+    ticks = state["tick"]["fired"]
+    assert events <= 2 + ticks + 1  # the two admitted rings and the ticks; never the suppressed three
+
+
+async def test_threshold_on_a_fake_thermal_zone_fires_once_per_crossing(
+    gateway: Any, node_factory: Any, tmp_path: Path
+) -> None:
+    zone = tmp_path / "thermal_zone_temp"
+    zone.write_text("40000\n")
+    rules = {
+        "hot": {
+            "source": {
+                "threshold": {
+                    "metric": "cpu_temp_c",
+                    "above": 70,
+                    "clear_at": 60,
+                    "interval_s": 0.5,
+                    "thermal_zone": str(zone),
+                }
+            },
+            "message": "CPU at {value} °C",
+            "session_key": "hot",
+        }
+    }
+    node = node_factory(gateway, name="trg-hot", extra=sections(rules))
+    async with Operator(gateway) as op:
+        for milli, fired in ((75000, 1), (80000, 1), (65000, 1), (59000, 1), (72000, 2)):
+            zone.write_text(f"{milli}\n")
+            wait_for(
+                lambda m=milli: status_triggers(node).get("hot", {}).get("last_value") == m / 1000,
+                10,
+                what=f"reading {milli}",
+            )
+            assert status_triggers(node)["hot"]["fired"] == fired, milli
+        await wait_session(op, "agent:main:hot", node)
+
+
+async def test_twenty_presses_while_the_gateway_is_down_arrive_in_order_with_their_photos(
+    vision_gateway: Any, node_factory: Any
+) -> None:
+    gw = vision_gateway
+    before = set(inbound_images(gw))
+    rules = {"doorbell": {**DOORBELL, "message": "ring {seq}", "session_key": "backlog"}}
+    node = node_factory(gw, name="trg-backlog", extra=sections(rules))
+    node.wait_log("the node's command surface is approved", 60)
+    gw.stop()
+    for _ in range(20):
+        press(node)
+    spool = node.state_dir / "triggers-spool.json"
+    wait_for(lambda: spool.exists() and spool.read_text().count('"trigger"') == 20, 60, what="20 spooled")
+    gw.start()
+    async with Operator(gw) as op:
+        await wait_session(op, "agent:main:backlog", node, timeout=120)
+    images = wait_for(
+        lambda: len(new := [p for p in inbound_images(gw) if p not in before]) >= 20 and new,
+        60,
+        what="20 images",
+    )
+    assert len(images) == 20
+    sent = [line for line in node.log().splitlines() if "agent.request sent" in line]
+    assert sent and "20 event(s), 20 photo(s)" in sent[-1], sent
