@@ -64,47 +64,85 @@ async def test_button_wakes_agent_and_owner_turn_drives_the_relay_through_the_no
     press(node, "button", True)
     woken = await asyncio.to_thread(fake.wait_request, _press_request, 60, "the press reaching the model")
     offered = set(tool_names(woken))
-    # ... but the node-started session carries only the gateway's node allowlist: no node tools,
-    # no tool_search. If a gateway release widens this, this assertion says so (docs/agent-tools.md).
-    assert offered <= NODE_PROVIDER_ALLOW, offered
-    assert "gpio_relay_write" not in offered and "tool_search" not in offered
+    # ... but the node-started run carries only the gateway's node allowlist: no node tools, no
+    # tool_search. If a gateway release widens this, this assertion says so (docs/agent-tools.md).
+    assert offered <= NODE_PROVIDER_ALLOW, sorted(offered)
+    assert not {"gpio_relay_write", "tool_search", "tool_call"} & offered
 
-    # 2. the owner's turn in the same session: the model is offered the node's tool and calls it
-    def open_relay(body: dict[str, Any]) -> Reply | None:
-        if "Open the door" in user_text(body) and "gpio_relay_write" in tool_names(body):
-            return Reply(tool="gpio_relay_write", arguments={"name": "relay", "value": 1})
-        return None
-
-    fake.script(open_relay, Reply(text="The door is open."))
+    # 2. the owner's turn in the same session reaches the node's tool through tool_search/tool_call
+    fake.script(_search_for_relay, _call_relay, Reply(text="The door is open."))
     async with Operator(model_gateway) as op:
         res = await op.call(
             "chat.send",
-            {"sessionKey": key, "message": "Open the door for the visitor", "idempotencyKey": "door-1"},
+            {"sessionKey": key, "message": OWNER_ASK, "idempotencyKey": "door-1"},
         )
         assert res.get("ok"), res
+        asked = await asyncio.to_thread(fake.wait_request, _owner_turn, 60, "the owner's turn")
+        assert {"tool_search", "tool_call"} <= set(tool_names(asked)), tool_names(asked)
+        assert "button went pressed" in user_text(asked)  # the woken turn is in the session history
 
-        def owner_turn(body: dict[str, Any]) -> bool:
-            return "Open the door" in user_text(body) and not tool_results(body)
-
-        asked = await asyncio.to_thread(fake.wait_request, owner_turn, 60, "the owner's turn")
-        assert "gpio_relay_write" in tool_names(asked), tool_names(asked)
-        assert "button went " in user_text(asked)  # the woken turn is in the session history
-
-        # the agent ran the node tool: the result comes back to the model and the pin really moved
-        answered = await asyncio.to_thread(
-            fake.wait_request, lambda b: bool(tool_results(b)) and "Open the door" in user_text(b), 60
+        # the gateway's catalog search found the node's relay tool (its description names the node)
+        found = await asyncio.to_thread(
+            fake.wait_request, lambda b: _last_tool_result(b, "tool_search") is not None, 60, "search result"
         )
-        result = json.dumps(tool_results(answered)[-1].get("content"))
-        assert '\\"value\\": 1' in result or '"value": 1' in result or "value" in result, result
-        assert probe(node, "relay")["state"] == 1
-        assert probe(node, "relay")["changes"] == 1
+        listing = _last_tool_result(found, "tool_search") or ""
+        assert "gpio_relay_write" in listing and "door-board" in listing, listing[:2000]
+
+        # the agent ran the node tool: its result comes back to the model and the pin really moved
+        called = await asyncio.to_thread(
+            fake.wait_request, lambda b: _last_tool_result(b, "tool_call") is not None, 60, "tool_call result"
+        )
+        result = _last_tool_result(called, "tool_call") or ""
+        assert "relay" in result and "error" not in result.lower(), result[:2000]
+    assert probe(node, "relay")["state"] == 1
+    assert probe(node, "relay")["changes"] == 1
+    # the model's scripted replies were all used: search, call, final text
+    assert not fake.pending(), fake.pending()
+
+
+OWNER_ASK = "Open the door for the visitor"
+
+
+def _owner_turn(body: dict[str, Any]) -> bool:
+    return OWNER_ASK in user_text(body) and not tool_results(body)
+
+
+def _last_tool_result(body: dict[str, Any], tool: str) -> str | None:
+    """The text of the newest tool result in the request if it answers a call of `tool`."""
+    calls = {
+        c.get("id"): (c.get("function") or {}).get("name")
+        for m in body.get("messages") or []
+        if m.get("role") == "assistant"
+        for c in m.get("tool_calls") or []
+    }
+    results = tool_results(body)
+    if not results or calls.get(results[-1].get("tool_call_id")) != tool:
+        return None
+    content = results[-1].get("content")
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _search_for_relay(body: dict[str, Any]) -> Reply | None:
+    if _owner_turn(body) and "tool_search" in tool_names(body):
+        return Reply(tool="tool_search", arguments={"query": "switch the door strike relay gpio"})
+    return None
+
+
+def _call_relay(body: dict[str, Any]) -> Reply | None:
+    if "gpio_relay_write" in (_last_tool_result(body, "tool_search") or ""):
+        return Reply(
+            tool="tool_call", arguments={"id": "gpio_relay_write", "args": {"name": "relay", "value": 1}}
+        )
+    return None
 
 
 def _jpeg(tmp_path: Path) -> bytes:
     out = tmp_path / "frame.jpg"
     subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=1"]
-        + ["-frames:v", "1", str(out)],
+        [
+            *("ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=1"),
+            *("-frames:v", "1", str(out)),
+        ],
         check=True,
         timeout=30,
     )

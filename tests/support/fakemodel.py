@@ -75,6 +75,11 @@ class FakeModel:
         with self._lock:
             self._script.extend(replies)
 
+    def pending(self) -> list[Reply | Responder]:
+        """Scripted replies not used yet (a test can assert its whole script was played)."""
+        with self._lock:
+            return list(self._script)
+
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
             while self._script:
@@ -137,7 +142,7 @@ class FakeModel:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
             def _json(self, status: int, doc: Any) -> None:
@@ -148,13 +153,13 @@ class FakeModel:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model"}]})
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")
