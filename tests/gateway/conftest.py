@@ -32,11 +32,22 @@ def gateway_factory(gateway_install: Path) -> Iterator[Callable[..., Gateway]]:
     base = Path(tempfile.mkdtemp(prefix="edgeclaw-gw-"))
 
     def make(
-        allow: list[str] | None = None, *, vision_model: bool = False, model: FakeModel | None = None
+        allow: list[str] | None = None,
+        *,
+        vision_model: bool = False,
+        model: FakeModel | None = None,
+        extra_config: dict[str, Any] | None = None,
     ) -> Gateway:
         """vision_model: an image-capable default model nothing answers for; model: a started
-        tests.support.fakemodel.FakeModel as the agents' default model (answers, records requests)."""
-        gw = Gateway(gateway_install, base / f"gw{len(started)}", vision_model=vision_model, model=model)
+        tests.support.fakemodel.FakeModel as the agents' default model (answers, records requests);
+        extra_config: gateway config merged over the test defaults."""
+        gw = Gateway(
+            gateway_install,
+            base / f"gw{len(started)}",
+            vision_model=vision_model,
+            model=model,
+            extra_config=extra_config or {},
+        )
         if allow is not None:
             gw.allow = allow
         started.append(gw)

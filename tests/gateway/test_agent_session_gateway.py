@@ -45,7 +45,10 @@ def fake() -> Iterator[FakeModel]:
 
 @pytest.fixture(scope="module")
 def model_gateway(gateway_factory: Any, fake: FakeModel) -> Gateway:
-    gw: Gateway = gateway_factory(model=fake)
+    # the widest tool policy the gateway's docs offer, naming the node's tool and the Tool Search
+    # controls outright: the node-started run must still be held to the node allowlist
+    widest = {"tools": {"profile": "full", "alsoAllow": ["gpio_relay_write", "tool_search", "tool_call"]}}
+    gw: Gateway = gateway_factory(model=fake, extra_config=widest)
     return gw
 
 
@@ -56,8 +59,10 @@ def _press_request(body: dict[str, Any]) -> bool:
 async def test_button_wakes_agent_and_owner_turn_drives_the_relay_through_the_node_tool(
     model_gateway: Gateway, fake: FakeModel, node_factory: Any
 ) -> None:
-    node = node_factory(model_gateway, name="door-board", extra=gpio_section())
-    key = "agent:main:edgeclaw-door-board"
+    # the README's setup: wake-ups go to the agent's main session, where the owner's DMs land too
+    # (session.dmScope "main", the gateway's default), so the owner's answer has the press in its history
+    node = node_factory(model_gateway, name="door-board", extra=gpio_section(session_key="main"))
+    key = "main"
     assert probe(node, "relay")["state"] == 0
 
     # 1. the press wakes the agent: the model gets the node's message ...

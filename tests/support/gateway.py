@@ -84,6 +84,8 @@ class Gateway:
     # opt-in: a scripted loopback model (tests.support.fakemodel) as the agents' default model; it is
     # image-capable too and answers, so it can stand in for vision_model (which is kept as it is)
     model: FakeModel | None = None
+    # opt-in: more gateway config, merged over the defaults (dicts key by key, other values replaced)
+    extra_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -175,6 +177,7 @@ class Gateway:
                 {"mode": "merge", "providers": {PROVIDER_ID: self.model.provider_config()}}
             )
             config["agents"]["defaults"]["model"] = {"primary": self.model.model_ref}
+        _merge(config, self.extra_config)
         (self.run_dir / "openclaw.json").write_text(json.dumps(config, indent=1))
 
     def start(self, timeout: float = 240.0) -> float:
@@ -306,6 +309,15 @@ class Gateway:
         if isinstance(doc, dict):
             return list(doc.get("nodes") or [])
         return list(doc or [])
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Merge extra into base in place: nested dicts key by key, anything else replaced."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def _parse_json_output(text: str) -> Any:
