@@ -7,6 +7,8 @@
 - The owner's next turn in the same session (chat.send) sees the press in its history, is offered
   the node's GPIO tool, and its tool call really drives the relay pin: button → agent → node tool → pin.
 - An agent.request image attachment reaches the model as an image part, bytes intact.
+- The gateway's HTTP hook entry does start a run with the node's tools (and exec): why EdgeClaw does not
+  put a hook token on boards.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import base64
 import json
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from tests.support.gateway import Gateway, Operator
 
 pytestmark = pytest.mark.gateway
 
+HOOK_TOKEN = "edgeclaw-test-hook-token-" + "h" * 24
+
 # the gateway's fixed tool allowlist for runs whose message provider is "node" (agent-tools-*.mjs)
 NODE_PROVIDER_ALLOW = {"canvas", "pdf", "tts", "view_image", "web_fetch", "web_search"}
 
@@ -48,7 +53,9 @@ def model_gateway(gateway_factory: Any, fake: FakeModel) -> Gateway:
     # the widest tool policy the gateway's docs offer, naming the node's tool and the Tool Search
     # controls outright: the node-started run must still be held to the node allowlist
     widest = {"tools": {"profile": "full", "alsoAllow": ["gpio_relay_write", "tool_search", "tool_call"]}}
-    gw: Gateway = gateway_factory(model=fake, extra_config=widest)
+    # the gateway's other wake-up entry, HTTP hooks, for the test that shows what it would hand a board
+    hooks = {"hooks": {"enabled": True, "token": HOOK_TOKEN, "path": "/hooks", "allowedAgentIds": ["main"]}}
+    gw: Gateway = gateway_factory(model=fake, extra_config={**widest, **hooks})
     return gw
 
 
@@ -139,6 +146,57 @@ def _call_relay(body: dict[str, Any]) -> Reply | None:
             tool="tool_call", arguments={"id": "gpio_relay_write", "args": {"name": "relay", "value": 1}}
         )
     return None
+
+
+async def test_a_gateway_http_hook_run_gets_the_node_tools_and_exec_which_is_why_boards_do_not_hold_a_hook_token(
+    model_gateway: Gateway, fake: FakeModel, node_factory: Any
+) -> None:
+    """The gateway does start tool-carrying runs from outside: `POST /hooks/agent` with the hook token.
+    Such a run is offered Tool Search (which finds the node's GPIO tools) *and* exec/write: a board
+    holding that token could drive the agent into anything. docs/agent-tools.md, "Not used"."""
+    node = node_factory(model_gateway, name="hook-board", extra=gpio_section())
+    async with Operator(model_gateway) as op:
+
+        async def published() -> bool:
+            eff = await op.call("tools.effective", {"sessionKey": "agent:main:main"})
+            ids = {t["id"] for g in eff.get("payload", {}).get("groups", []) for t in g.get("tools", [])}
+            return "gpio_relay_write" in ids
+
+        deadline = time.monotonic() + 30
+        while not await published():
+            assert time.monotonic() < deadline, "the node's tools were not published within 30 s"
+            await asyncio.sleep(0.3)
+
+    def search(body: dict[str, Any]) -> Reply | None:
+        if "HOOK-EVENT" in user_text(body) and not tool_results(body):
+            return Reply(tool="tool_search", arguments={"query": "relay gpio write"})
+        return None
+
+    fake.script(search)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{model_gateway.port}/hooks/agent",
+        data=json.dumps(
+            {"message": "HOOK-EVENT: the doorbell rang", "agentId": "main", "deliver": False}
+        ).encode(),
+        headers={"Authorization": f"Bearer {HOOK_TOKEN}", "Content-Type": "application/json"},
+    )
+    answer = await asyncio.to_thread(urllib.request.urlopen, request, None, 30)
+    assert answer.status == 200
+    asked = await asyncio.to_thread(
+        fake.wait_request, lambda b: "HOOK-EVENT" in user_text(b) and not tool_results(b), 60, "the hook run"
+    )
+    offered = set(tool_names(asked))
+    assert {"tool_search", "tool_call", "exec", "write"} <= offered, sorted(offered)
+    found = await asyncio.to_thread(
+        fake.wait_request,
+        lambda b: "HOOK-EVENT" in user_text(b) and bool(tool_results(b)),
+        60,
+        "search result",
+    )
+    listing = _last_tool_result(found, "tool_search") or ""
+    assert "gpio_relay_write" in listing and "hook-board" in listing, listing[:2000]
+    assert not fake.pending()
+    assert probe(node, "relay")["changes"] == 0  # nothing here called it
 
 
 def _jpeg(tmp_path: Path) -> bytes:
