@@ -79,6 +79,7 @@ async def test_button_wakes_agent_and_owner_turn_drives_the_relay_through_the_no
     # ... but the node-started run carries only the gateway's node allowlist: no node tools, no
     # tool_search. If a gateway release widens this, this assertion says so (docs/agent-tools.md).
     assert offered <= NODE_PROVIDER_ALLOW, sorted(offered)
+    assert {"web_fetch", "view_image"} <= offered, sorted(offered)  # it has tools, just not the node's
     assert not {"gpio_relay_write", "tool_search", "tool_call"} & offered
 
     # 2. the owner's turn in the same session reaches the node's tool through tool_search/tool_call
