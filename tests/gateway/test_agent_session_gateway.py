@@ -2,10 +2,11 @@
 (tests.support.fakemodel): the evidence is what the gateway sends the model, not the node's logs.
 
 - A button press (GPIO `on_edge: agent`) reaches the model as the node's message; the node-started
-  session is offered only the gateway's fixed node allowlist (TOOL_ALLOW_BY_MESSAGE_PROVIDER.node,
-  see docs/agent-tools.md) — never the node's GPIO tools, whatever the config says.
-- The owner's next turn in the same session (chat.send) sees the press in its history, is offered
-  the node's GPIO tool, and its tool call really drives the relay pin: button → agent → node tool → pin.
+  run is offered only the gateway's fixed node allowlist (TOOL_ALLOW_BY_MESSAGE_PROVIDER.node, see
+  docs/agent-tools.md) — never the node's GPIO tools or Tool Search, even under the widest tool policy.
+- The owner's next turn in the same session (chat.send) sees the press in its history, finds the node's
+  GPIO tool with tool_search and runs it with tool_call, and the relay pin really moves:
+  button → agent → owner → node tool → pin.
 - An agent.request image attachment reaches the model as an image part, bytes intact.
 - The gateway's HTTP hook entry does start a run with the node's tools (and exec): why EdgeClaw does not
   put a hook token on boards.
