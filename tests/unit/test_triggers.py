@@ -52,6 +52,14 @@ def test_config_mistakes_name_file_line_and_key() -> None:
     assert "lower-case" in config_error({"rules": {"Bad-Name": {"source": {"schedule": {"every_s": 5}}}}})
     unknown = config_error({"rules": {"t": {"source": {"schedule": {"every_s": 5}}, "cooldown": 5}}})
     assert "unknown key" in unknown and "cooldown_s" in unknown
+    # camera_motion is checked by the watcher's own rules at load time, not by a crash-looping worker
+    wide = config_error({"rules": {"yard": {"source": {"camera_motion": {"width": 1280}}}}})
+    assert (
+        wide.startswith("/etc/edgeclaw/config.yaml:") and "triggers.rules.yard.source.camera_motion" in wide
+    )
+    assert "width: must be an even whole number between 16 and 640" in wide
+    odd = config_error({"rules": {"yard": {"source": {"camera_motion": {"height": 121}}}}})
+    assert "height: must be an even whole number" in odd
 
 
 def test_schedule_next_fire_every_and_time_of_day() -> None:
@@ -300,6 +308,7 @@ async def test_motion_source_runs_a_supervised_watcher_that_fires(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edgeclaw.capabilities.camera import motion
+    from edgeclaw.capabilities.triggers import capability
 
     class FakeWatcher:
         def __init__(self, settings: Any, camera: Any, on_motion: Any, *, simulated: bool, runtime_dir: str):
@@ -313,7 +322,10 @@ async def test_motion_source_runs_a_supervised_watcher_that_fires(
             return {"frames": 7, "detections": 1}
 
     monkeypatch.setattr(motion, "MotionWatcher", FakeWatcher)
+    monkeypatch.setattr(capability, "MOTION_STATUS_S", 0.05)
     svc = TriggerServices(tmp_path)
+    watching: list[str] = []
+    svc.bus.subscribe(lambda name, f: watching.append(name) if f.get("outcome") == "watching" else None)
     rules = {"yard": {"source": {"camera_motion": {"min_area": 0.1}}, "message": "motion {area}"}}
     cap = await start_triggers(svc, rules)
     try:
@@ -321,6 +333,8 @@ async def test_motion_source_runs_a_supervised_watcher_that_fires(
         assert svc.sent[0][1]["message"] == "motion 0.25"
         assert cap.status_report()["motion"]["yard"] == {"frames": 7, "detections": 1}
         assert "test/triggers/motion-yard" in svc.supervisor.snapshot()
+        # frames and worker RSS change without events: status.json is refreshed while a watcher runs
+        await until(lambda: len(watching) >= 2)
     finally:
         await cap.stop()
 

@@ -88,15 +88,27 @@ class MotionSource:
     min_area: float = 0.02
     cooldown_s: float = 10.0
 
+    def settings(self) -> Any:
+        """The watcher's MotionSettings (imported here: the daemon loads camera code only when used)."""
+        from edgeclaw.capabilities.camera.motion import MotionSettings
+
+        return MotionSettings(
+            device=self.device,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            sensitivity=self.sensitivity,
+            min_area=self.min_area,
+            cooldown_s=self.cooldown_s,
+        )
+
     def validate(self) -> None:
-        if not 16 <= self.width <= 1920 or not 16 <= self.height <= 1080:
-            raise ValueError("width/height must be 16..1920 x 16..1080 (analysis size: keep it small)")
-        if not 0 < self.fps <= 30:
-            raise ValueError("fps must be in (0, 30]")
-        if not 0 < self.sensitivity < 1 or not 0 < self.min_area <= 1:
-            raise ValueError("sensitivity must be in (0, 1) and min_area in (0, 1]")
-        if self.cooldown_s < 0:
-            raise ValueError("cooldown_s must be >= 0")
+        # the watcher's own checks, at load time: a bad value is a file:line error, not a worker that
+        # the supervisor restarts forever
+        try:
+            self.settings().validate("")
+        except ConfigError as exc:
+            raise ValueError(f"{exc.key}: {exc.message}") from None
 
 
 @dataclass
