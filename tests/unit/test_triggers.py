@@ -235,6 +235,27 @@ async def test_media_cap_shrinks_a_photo_and_leaves_out_what_does_not_fit(tmp_pa
         await cap.stop()
 
 
+async def test_photos_stay_under_the_gateways_own_image_and_frame_limits(tmp_path: Path) -> None:
+    """A generous media_max_bytes (the gateway's mediaMaxMb can be 20) must not produce a photo over the
+    gateway's 6 MiB image limit or a batch over its frame: it would drop the whole request silently."""
+    svc = TriggerServices(tmp_path, connected=False)
+    svc.snap_sizes = [7_000_000, 5_000_000]
+    cap = await start_triggers(svc, {"porch": SNAP_RULE}, media_max_bytes=40_000_000)
+    try:
+        for n in range(5):
+            await cap.fire("porch", time.time() - 10 + n, {})
+        assert len([c for c, _ in svc.local if c == "camera.snap"]) == 6  # the first retaken smaller
+        svc.connected = True
+        await cap.on_session_ready()
+        await until(lambda: len(svc.sent) >= 1, 10)
+        payload = svc.sent[0][1]
+        sizes = [len(base64.b64decode(a["content"])) for a in payload["attachments"]]
+        assert sizes == [5_000_000, 5_000_000, 5_000_000]  # 18 MB per request at most
+        assert "2 photo(s) left out to stay under the 18000000 byte media cap" in payload["message"]
+    finally:
+        await cap.stop()
+
+
 async def test_a_failed_snap_does_not_stop_the_request(tmp_path: Path) -> None:
     svc = TriggerServices(tmp_path)
     svc.snap_error = InvokeError("CAMERA_UNAVAILABLE", "no camera")

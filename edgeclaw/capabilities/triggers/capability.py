@@ -252,7 +252,7 @@ class TriggersCapability(Capability):
             rule = self.rules.get(name)
             if rule is None or self.spool is None:
                 return
-            result = await run_actions(self.services, name, rule, self.config.media_max_bytes, ts)
+            result = await run_actions(self.services, name, rule, self.config.photo_max_bytes, ts)
             message = self.render(name, rule, ts, extra, result)
             self.spool.add(
                 ts,
@@ -374,7 +374,7 @@ class TriggersCapability(Capability):
                     break
 
     async def _deliver(self, spool: Spool, entries: list[Any]) -> str:
-        batch = delivery.build(spool, entries, self.config.media_max_bytes, time.time())
+        batch = delivery.build(spool, entries, self.config.request_media_bytes, time.time())
         try:
             await self.services.send_event("agent.request", batch.payload, timeout=30)
         except NotConnected:
