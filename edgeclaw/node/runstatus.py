@@ -68,8 +68,9 @@ class StatusMixin:
             self._refresh_tasks()
             return
         if name == events.INVOKE_STOP or name == events.TRIGGER:
-            self.status.invokes = self.dispatcher.invoke_count
-            self.status.last_invoke_at = time.time()
+            if name == events.INVOKE_STOP:  # a trigger's news is not an invoke: only the refresh is shared
+                self.status.invokes = self.dispatcher.invoke_count
+                self.status.last_invoke_at = time.time()
             self._invoke_status_stale = True
             if self._invoke_status_timer is None:
                 self._flush_invoke_status()

@@ -26,7 +26,7 @@ CHILD_RESTART = "child_restart"  # child (supervisor/name), error
 GPIO_EDGE = (
     "gpio_edge"  # pin_name, pin, kind, active, state, value, ts, seq, description (debounced input edge)
 )
-TRIGGER = "trigger"  # trigger, outcome (fired|suppressed|sent|dropped), reason
+TRIGGER = "trigger"  # trigger, outcome (fired|suppressed|sent|dropped|scheduled|reading|watching), reason
 
 
 class EventBus:

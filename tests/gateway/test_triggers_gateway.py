@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from edgeclaw.capabilities.camera import simscene
 from edgeclaw.capabilities.gpio.simctl import sim_request
 from tests.support.gateway import Operator, wait_for
 
@@ -185,3 +186,36 @@ async def test_twenty_presses_while_the_gateway_is_down_arrive_in_order_with_the
     assert len(images) == 20
     sent = [line for line in node.log().splitlines() if "agent.request sent" in line]
     assert sent and "20 event(s), 20 photo(s)" in sent[-1], sent
+
+
+async def test_camera_motion_fires_on_a_scene_change_and_not_on_a_still_scene(
+    vision_gateway: Any, node_factory: Any
+) -> None:
+    """The real MotionWatcher (worker process, ffmpeg frames of the simulated scene): nothing while the
+    scene is still, one agent.request with a photo when someone steps in."""
+    gw = vision_gateway
+    rules = {
+        "porch": {
+            "source": {"camera_motion": {"width": 160, "height": 120, "fps": 4, "cooldown_s": 60}},
+            "actions": [{"snap": {"max_width": 320, "quality": 70}}],
+            "message": "motion on {device}: {area} of the picture changed",
+            "session_key": "porch",
+        }
+    }
+    node = node_factory(gw, name="trg-motion", extra=sections(rules))
+
+    def motion() -> dict[str, Any]:
+        caps = node.live_status().get("capabilities", {})
+        return dict(caps.get("triggers", {}).get("motion", {}).get("porch", {}))
+
+    wait_for(lambda: motion().get("frames", 0) >= 8, 40, what="motion frames flowing")
+    frames = motion()["frames"]
+    scenes = simscene.scene_dir(node.runtime_dir)
+    async with Operator(gw) as op:
+        wait_for(lambda: motion().get("frames", 0) >= frames + 10, 20, what="10 frames of a still scene")
+        assert status_triggers(node)["porch"]["fired"] == 0 and motion()["detections"] == 0
+        assert await session_row(op, "agent:main:porch") is None
+        await asyncio.to_thread(simscene.place, scenes, "sim0", "person", 0.5, 0.3, 0.3, 0.4)
+        await wait_session(op, "agent:main:porch", node)
+    assert status_triggers(node)["porch"]["fired"] == 1 and motion()["detections"] == 1
+    node.wait_log("agent.request sent: 1 event(s), 1 photo(s)", 10)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.fakegateway import FakeGateway
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level() -> Iterator[None]:
+    """A daemon under test applies `log.level` to the root logger (a reload to debug): put it back, or
+    every later test runs at DEBUG and pytest's log capture keeps each record's arguments (exceptions,
+    their tracebacks, the sessions in them) alive, e.g. 7 Sessions after test_lifecycle_reload."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 @pytest.fixture

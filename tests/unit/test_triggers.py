@@ -52,6 +52,14 @@ def test_config_mistakes_name_file_line_and_key() -> None:
     assert "lower-case" in config_error({"rules": {"Bad-Name": {"source": {"schedule": {"every_s": 5}}}}})
     unknown = config_error({"rules": {"t": {"source": {"schedule": {"every_s": 5}}, "cooldown": 5}}})
     assert "unknown key" in unknown and "cooldown_s" in unknown
+    # camera_motion is checked by the watcher's own rules at load time, not by a crash-looping worker
+    wide = config_error({"rules": {"yard": {"source": {"camera_motion": {"width": 1280}}}}})
+    assert (
+        wide.startswith("/etc/edgeclaw/config.yaml:") and "triggers.rules.yard.source.camera_motion" in wide
+    )
+    assert "width: must be an even whole number between 16 and 640" in wide
+    odd = config_error({"rules": {"yard": {"source": {"camera_motion": {"height": 121}}}}})
+    assert "height: must be an even whole number" in odd
 
 
 def test_schedule_next_fire_every_and_time_of_day() -> None:
@@ -227,6 +235,27 @@ async def test_media_cap_shrinks_a_photo_and_leaves_out_what_does_not_fit(tmp_pa
         await cap.stop()
 
 
+async def test_photos_stay_under_the_gateways_own_image_and_frame_limits(tmp_path: Path) -> None:
+    """A generous media_max_bytes (the gateway's mediaMaxMb can be 20) must not produce a photo over the
+    gateway's 6 MiB image limit or a batch over its frame: it would drop the whole request silently."""
+    svc = TriggerServices(tmp_path, connected=False)
+    svc.snap_sizes = [7_000_000, 5_000_000]
+    cap = await start_triggers(svc, {"porch": SNAP_RULE}, media_max_bytes=40_000_000)
+    try:
+        for n in range(5):
+            await cap.fire("porch", time.time() - 10 + n, {})
+        assert len([c for c, _ in svc.local if c == "camera.snap"]) == 6  # the first retaken smaller
+        svc.connected = True
+        await cap.on_session_ready()
+        await until(lambda: len(svc.sent) >= 1, 10)
+        payload = svc.sent[0][1]
+        sizes = [len(base64.b64decode(a["content"])) for a in payload["attachments"]]
+        assert sizes == [5_000_000, 5_000_000, 5_000_000]  # 18 MB per request at most
+        assert "2 photo(s) left out to stay under the 18000000 byte media cap" in payload["message"]
+    finally:
+        await cap.stop()
+
+
 async def test_a_failed_snap_does_not_stop_the_request(tmp_path: Path) -> None:
     svc = TriggerServices(tmp_path)
     svc.snap_error = InvokeError("CAMERA_UNAVAILABLE", "no camera")
@@ -300,6 +329,7 @@ async def test_motion_source_runs_a_supervised_watcher_that_fires(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edgeclaw.capabilities.camera import motion
+    from edgeclaw.capabilities.triggers import capability
 
     class FakeWatcher:
         def __init__(self, settings: Any, camera: Any, on_motion: Any, *, simulated: bool, runtime_dir: str):
@@ -313,7 +343,10 @@ async def test_motion_source_runs_a_supervised_watcher_that_fires(
             return {"frames": 7, "detections": 1}
 
     monkeypatch.setattr(motion, "MotionWatcher", FakeWatcher)
+    monkeypatch.setattr(capability, "MOTION_STATUS_S", 0.05)
     svc = TriggerServices(tmp_path)
+    watching: list[str] = []
+    svc.bus.subscribe(lambda name, f: watching.append(name) if f.get("outcome") == "watching" else None)
     rules = {"yard": {"source": {"camera_motion": {"min_area": 0.1}}, "message": "motion {area}"}}
     cap = await start_triggers(svc, rules)
     try:
@@ -321,6 +354,8 @@ async def test_motion_source_runs_a_supervised_watcher_that_fires(
         assert svc.sent[0][1]["message"] == "motion 0.25"
         assert cap.status_report()["motion"]["yard"] == {"frames": 7, "detections": 1}
         assert "test/triggers/motion-yard" in svc.supervisor.snapshot()
+        # frames and worker RSS change without events: status.json is refreshed while a watcher runs
+        await until(lambda: len(watching) >= 2)
     finally:
         await cap.stop()
 

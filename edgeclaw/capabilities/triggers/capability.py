@@ -36,6 +36,7 @@ from edgeclaw.platform.supervisor import Supervisor
 log = logging.getLogger("edgeclaw.triggers")
 
 RETRY_S = 5.0
+MOTION_STATUS_S = 5.0  # while a motion watcher runs, status.json shows its frames/RSS this fresh
 MAX_SLEEP_S = 60.0  # schedule timers wake at least this often (wall-clock jumps after NTP sync)
 
 
@@ -155,6 +156,8 @@ class TriggersCapability(Capability):
                 self.sup.start_child(f"threshold-{name}", functools.partial(self._threshold_loop, name))
             elif kind == "camera_motion":
                 self.sup.start_child(f"motion-{name}", functools.partial(self._motion_loop, name))
+        if any(rule.source.kind == "camera_motion" for rule in rules.values()):
+            self.sup.start_child("motion-status", self._motion_status_loop)
 
     def _stop_rules(self) -> None:
         if self.sup is None:
@@ -249,7 +252,7 @@ class TriggersCapability(Capability):
             rule = self.rules.get(name)
             if rule is None or self.spool is None:
                 return
-            result = await run_actions(self.services, name, rule, self.config.media_max_bytes, ts)
+            result = await run_actions(self.services, name, rule, self.config.photo_max_bytes, ts)
             message = self.render(name, rule, ts, extra, result)
             self.spool.add(
                 ts,
@@ -316,15 +319,7 @@ class TriggersCapability(Capability):
         src = self.rules[name].source.camera_motion
         assert src is not None
         _, camera = self._sections()
-        settings = motion_mod.MotionSettings(
-            device=src.device,
-            width=src.width,
-            height=src.height,
-            fps=src.fps,
-            sensitivity=src.sensitivity,
-            min_area=src.min_area,
-            cooldown_s=src.cooldown_s,
-        )
+        settings = src.settings()
 
         def on_motion(event: motion_mod.MotionEvent) -> None:
             self.fire(name, event.ts, {"area": round(event.area, 3), "device": src.device or "default"})
@@ -342,6 +337,13 @@ class TriggersCapability(Capability):
         finally:
             if self.watchers.get(name) is watcher:
                 del self.watchers[name]
+
+    async def _motion_status_loop(self) -> None:
+        """A watcher's frames and worker RSS change without any event: refresh status.json now and then."""
+        while True:
+            await asyncio.sleep(MOTION_STATUS_S)
+            if self.watchers:
+                self.services.bus.emit(events.TRIGGER, trigger=None, outcome="watching", reason=None)
 
     # delivery ---------------------------------------------------------------------------------------
     async def _pump(self) -> None:
@@ -372,7 +374,7 @@ class TriggersCapability(Capability):
                     break
 
     async def _deliver(self, spool: Spool, entries: list[Any]) -> str:
-        batch = delivery.build(spool, entries, self.config.media_max_bytes, time.time())
+        batch = delivery.build(spool, entries, self.config.request_media_bytes, time.time())
         try:
             await self.services.send_event("agent.request", batch.payload, timeout=30)
         except NotConnected:

@@ -14,6 +14,11 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 AT_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 METRICS = ("cpu_temp_c", "disk_used_pct", "memory_used_pct", "under_voltage", "throttled")
 # fields every message template may use; source-specific ones are added per source below
+# the gateway's own ceilings (openclaw 2026.9.6, hello-ok policy.attachments): one image at most 6 MiB;
+# a request's attachments, base64 in one frame, under its 25 MiB maxPayload. Past either, it drops the
+# whole agent.request without telling the node, so photos are kept under both whatever the config says.
+GATEWAY_IMAGE_MAX_BYTES = 6_291_456
+GATEWAY_REQUEST_MEDIA_BYTES = 18_000_000
 COMMON_FIELDS = frozenset({"node", "time", "trigger", "pins", "device", "notes"})
 SOURCE_FIELDS: dict[str, frozenset[str]] = {
     "gpio": frozenset({"name", "state", "value", "pin", "kind", "seq", "description"}),
@@ -88,15 +93,27 @@ class MotionSource:
     min_area: float = 0.02
     cooldown_s: float = 10.0
 
+    def settings(self) -> Any:
+        """The watcher's MotionSettings (imported here: the daemon loads camera code only when used)."""
+        from edgeclaw.capabilities.camera.motion import MotionSettings
+
+        return MotionSettings(
+            device=self.device,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            sensitivity=self.sensitivity,
+            min_area=self.min_area,
+            cooldown_s=self.cooldown_s,
+        )
+
     def validate(self) -> None:
-        if not 16 <= self.width <= 1920 or not 16 <= self.height <= 1080:
-            raise ValueError("width/height must be 16..1920 x 16..1080 (analysis size: keep it small)")
-        if not 0 < self.fps <= 30:
-            raise ValueError("fps must be in (0, 30]")
-        if not 0 < self.sensitivity < 1 or not 0 < self.min_area <= 1:
-            raise ValueError("sensitivity must be in (0, 1) and min_area in (0, 1]")
-        if self.cooldown_s < 0:
-            raise ValueError("cooldown_s must be >= 0")
+        # the watcher's own checks, at load time: a bad value is a file:line error, not a worker that
+        # the supervisor restarts forever
+        try:
+            self.settings().validate("")
+        except ConfigError as exc:
+            raise ValueError(f"{exc.key}: {exc.message}") from None
 
 
 @dataclass
@@ -201,6 +218,16 @@ class Config:
     spool_max_age: float | None = None  # seconds (default: gpio.spool_max_age, else 3600)
     media_max_bytes: int = 5_000_000  # photos are sized to fit (gateway agents.defaults.mediaMaxMb)
     rules: dict[str, Rule] = field(default_factory=dict)
+
+    @property
+    def photo_max_bytes(self) -> int:
+        """One photo's ceiling: the configured cap, never above the gateway's image limit."""
+        return min(self.media_max_bytes, GATEWAY_IMAGE_MAX_BYTES)
+
+    @property
+    def request_media_bytes(self) -> int:
+        """All photos of one request together (a backlog's batch): the cap, under the gateway's frame."""
+        return min(self.media_max_bytes, GATEWAY_REQUEST_MEDIA_BYTES)
 
     def validate(self) -> None:
         if self.spool_max is not None and not 1 <= self.spool_max <= 100_000:
