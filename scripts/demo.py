@@ -70,26 +70,20 @@ BOARD: dict[str, Any] = {
     "diagnostics": {"enabled": True, "identify_pin": "led", "identify_led": ""},
 }
 
-# Exactly the commands this board declares that the gateway withholds from a Linux node unless they are
-# allow-listed (its Linux defaults hold system.run/which/notify and desktop commands only: see
-# node-command-policy in the gateway's dist). system.run needs no entry; the node's own exec approvals
-# stay deny-by-default.
-ALLOW = [
-    "camera.list",
-    "camera.snap",
-    "camera.clip",
-    "gpio.list",
-    "gpio.read",
-    "gpio.write",
-    "gpio.pwm",
-    "gpio.pulse",
-    "gpio.events",
-    "device.info",
-    "device.status",
-    "edgeclaw.logs",
-    "edgeclaw.doctor",
-    "device.identify",
-]
+
+def gateway_allowlist() -> list[str]:
+    """Exactly the commands this board declares that the gateway withholds from a Linux node unless
+    they are allow-listed (its Linux defaults hold system.run/which/notify and desktop commands only:
+    node-command-policy in the gateway's dist), from the manifests of the capabilities the board turns
+    on. system.run needs no entry; the node's own exec approvals stay deny-by-default."""
+    from edgeclaw.capabilities.registry import load_capability_modules
+
+    allow: set[str] = set()
+    for key, module in load_capability_modules().items():
+        enabled = BOARD.get(key, {}).get("enabled", getattr(module.Config(), "enabled", False))
+        if enabled:
+            allow.update(module.MANIFEST.needs_gateway_allowlist)
+    return sorted(allow)
 
 
 def ensure_netns() -> None:
@@ -267,7 +261,7 @@ def main() -> int:
 
     run_dir = Path(args.run_dir).absolute()
     prepare_run_dir(run_dir)
-    gateway = Gateway(install_gateway(), run_dir / "gateway", allow=list(ALLOW), vision_model=True)
+    gateway = Gateway(install_gateway(), run_dir / "gateway", allow=gateway_allowlist(), vision_model=True)
     print(f"starting the OpenClaw gateway on {gateway.url} (state in {shown_path(run_dir)}) …", flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
