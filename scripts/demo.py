@@ -156,14 +156,12 @@ def shown_path(path: Path) -> str:
 
 
 def anchor(run_dir: Path) -> tuple[Path | None, str]:
-    """Where the menu's commands run from and how they name the run directory: from here when it is
-    below here, else from the repository (run/demo/…) or from its parent directory, so each printed
-    command stays short."""
-    here = shown_path(run_dir)
-    if not here.startswith("/"):
-        return None, here
-    base = ROOT if run_dir.resolve().is_relative_to(ROOT) else run_dir.parent
-    return base, str(run_dir.resolve().relative_to(base.resolve()))
+    """Where the menu's commands run from (None: here) and how they name the run directory: from the
+    repository (run/demo/…) when it is in there, else from here when it is below here, else from its
+    parent directory, so each printed command stays short."""
+    run, here = run_dir.resolve(), Path.cwd().resolve()
+    base = ROOT if run.is_relative_to(ROOT) else here if run.is_relative_to(here) else run.parent
+    return (None if base == here else base), str(run.relative_to(base))
 
 
 def show_requests(run_dir: Path, session: str = "agent:main:doorbell") -> int:
@@ -233,7 +231,7 @@ def menu(run_dir: Path, *, sudo: bool) -> list[str]:
         f"  {d}/status",
         "",
         "No model is configured: the gateway stores the doorbell's message and photo (see requests above)",
-        "and the agent run then fails with a connection error. Ctrl-C stops the node and the gateway.",
+        "and the agent run fails after about 2 minutes of retries. Ctrl-C stops the node and the gateway.",
     ]
     return lines
 
