@@ -261,9 +261,17 @@ def main() -> int:
     prepare_run_dir(run_dir)
     gateway = Gateway(install_gateway(), run_dir / "gateway", allow=gateway_allowlist(), vision_model=True)
     print(f"starting the OpenClaw gateway on {gateway.url} (state in {shown_path(run_dir)}) …", flush=True)
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    stop = {"now": False, "serving": False}
+
+    def on_signal(*_: object) -> None:
+        """Ctrl-C or SIGTERM: while starting, break out of the wait at once (the finally below stops
+        what was started); once serving, end the loop."""
+        stop["now"] = True
+        if not stop["serving"]:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     prom = {"telemetry": {"textfile": str(run_dir / "node" / "edgeclaw.prom")}}
     node = NodeProcess(run_dir / "node", gateway, name=NODE_NAME, extra={**BOARD, **prom})
     try:
@@ -281,11 +289,11 @@ def main() -> int:
         node.write_config()
         node.start()
         wait_for(
-            lambda: stop["now"] or node.live_status().get("pairing") == "approved" or node._dead(),
+            lambda: node.live_status().get("pairing") == "approved" or node._dead(),
             90,
             what="node paired and approved",
         )
-        if stop["now"] or node._dead():
+        if node._dead():
             print(f"the node stopped before it was approved; its log: {node.log_path}", file=sys.stderr)
             return 1
         write_wrappers(run_dir, gateway, node, netns=not args.host_network)
@@ -295,11 +303,15 @@ def main() -> int:
         if withheld:
             print(f"warning: the gateway withholds {', '.join(withheld)}", file=sys.stderr, flush=True)
         print(f"node log: {shown_path(node.log_path)}", flush=True)
+        stop["serving"] = True
         while not stop["now"] and not node._dead():
             time.sleep(0.5)
         if node._dead():
             print(f"the node exited; its log: {node.log_path}", file=sys.stderr)
+    except KeyboardInterrupt:
+        stop["serving"] = True  # a second Ctrl-C must not break the clean-up
     finally:
+        stop["serving"] = True
         print("stopping the node and the gateway …", flush=True)
         node.stop()
         gateway.stop(timeout=10)  # a retrying agent run holds it up; its state is throwaway

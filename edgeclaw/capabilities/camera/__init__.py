@@ -23,8 +23,7 @@ MANIFEST = CapabilityManifest(
     commands=("camera.list", "camera.snap", "camera.clip"),
     devices=("/dev/video*", "/dev/media*", "/dev/v4l-subdev*", "/dev/dma_heap/*", "/dev/snd/*"),
     groups=("video", "audio"),
-    # camera.list too: the gateway's Linux defaults hold no camera command (node-command-policy)
-    needs_gateway_allowlist=("camera.list", "camera.snap", "camera.clip"),
+    needs_gateway_allowlist=("camera.snap", "camera.clip"),
 )
 
 BackendName = Literal["auto", "picamera2", "rpicam", "v4l2", "simulated"]
