@@ -167,6 +167,7 @@ def anchor(run_dir: Path) -> tuple[Path | None, str]:
 def show_requests(run_dir: Path, session: str = "agent:main:doorbell") -> int:
     """The gateway's own record of the trigger's session (chat.history through the real CLI), shortened
     to what a user wants to see: each message, and where the gateway stored each photo."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `run/demo/requests | head` ends quietly
     params = json.dumps({"sessionKey": session, "limit": 20})
     proc = subprocess.run(
         [str(run_dir / "openclaw"), "gateway", "call", "chat.history", "--json", "--params", params],
