@@ -105,7 +105,9 @@ def _lag(lag: dict[str, float]) -> str | None:
     """The loop's responsiveness: a hung or starved node shows here before its watchdog fires."""
     if not lag:
         return None
-    return " / ".join(f"{key} {lag[key]:.1f} ms" for key in ("p50", "p99", "max") if key in lag)
+    # the keys LoopLag.summary() writes into status.json
+    shown = [f"{key} {lag[f'{key}_ms']:.1f} ms" for key in ("p50", "p99", "max") if f"{key}_ms" in lag]
+    return " / ".join(shown) or None
 
 
 def _restarts(doc: dict[str, Any]) -> str | None:

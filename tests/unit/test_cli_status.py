@@ -8,12 +8,17 @@ from edgeclaw.cli import _print_status
 
 
 def test_status_shows_ticks_loop_lag_and_a_state_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeclaw.platform.metrics import LoopLag
+
+    lag = LoopLag()  # the summary the daemon writes into status.json
+    for ms in [0.3] * 98 + [4.25, 9.0]:
+        lag.observe(ms / 1000)
     _print_status(
         {
             "status_line": "connected · STATE_WRITE_FAILED",
             "connection": "connected",
             "ticks": 12,
-            "loop_lag_ms": {"last": 0.4, "p50": 0.3, "p99": 4.25, "max": 9.0},
+            "loop_lag_ms": lag.summary(),
             "state_error": "STATE_WRITE_FAILED: cannot store the device token (ENOSPC)",
         }
     )

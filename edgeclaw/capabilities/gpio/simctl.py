@@ -12,16 +12,25 @@ and removed on stop. One JSON request per line, one JSON answer per line:
 - `{"op": "distance", "name": "<distance pin>", "metres": 0.2}` → moves the simulated object.
 
 Errors answer `{"ok": false, "error": "..."}`. There is no such socket on real hardware.
+
+From a shell (the demo's `run/demo/press` wraps this):
+
+    python -m edgeclaw.capabilities.gpio.simctl RUNTIME_DIR press NAME [--hold-ms 150]
+    python -m edgeclaw.capabilities.gpio.simctl RUNTIME_DIR set NAME on|off
+    python -m edgeclaw.capabilities.gpio.simctl RUNTIME_DIR probe NAME
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
 import socket
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +120,51 @@ def sim_request(runtime_dir: Path | str, request: dict[str, Any], timeout: float
                 break
             buf += chunk
     return dict(json.loads(buf))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`press` drives an input active, holds it (longer than its debounce) and releases it, as a finger
+    would; `set` leaves it in a state (a door contact); `probe` shows a pin's physical level."""
+    parser = argparse.ArgumentParser(prog="python -m edgeclaw.capabilities.gpio.simctl", description=__doc__)
+    parser.add_argument("runtime_dir", help="the simulated node's node.runtime_dir")
+    sub = parser.add_subparsers(dest="op", required=True)
+    press = sub.add_parser("press", help="press and release an input (button, contact)")
+    press.add_argument("name")
+    press.add_argument("--hold-ms", type=int, default=150, help="how long it is held (default 150)")
+    set_ = sub.add_parser("set", help="drive an input to a state and leave it there")
+    set_.add_argument("name")
+    set_.add_argument("state", choices=("on", "off", "active", "inactive", "1", "0"))
+    sub.add_parser("probe", help="the physical level of a pin").add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        if args.op == "press":
+            if not 1 <= args.hold_ms <= 60_000:
+                parser.error("--hold-ms must be between 1 and 60000")
+            for active in (True, False):
+                answer = sim_request(args.runtime_dir, {"op": "drive", "name": args.name, "active": active})
+                if not answer.get("ok"):
+                    break
+                if active:
+                    time.sleep(args.hold_ms / 1000)
+        elif args.op == "set":
+            active = args.state in ("on", "active", "1")
+            answer = sim_request(args.runtime_dir, {"op": "drive", "name": args.name, "active": active})
+        else:
+            answer = sim_request(args.runtime_dir, {"op": "probe", "name": args.name})
+    except OSError as exc:
+        print(f"no simulated board at {args.runtime_dir} ({exc}); is the node running?", file=sys.stderr)
+        return 2
+    if not answer.get("ok"):
+        print(f"refused: {answer.get('error')}", file=sys.stderr)
+        return 1
+    if args.op == "probe":
+        print(json.dumps({k: v for k, v in answer.items() if k != "ok"}))
+    elif args.op == "press":
+        print(f"{args.name}: pressed for {args.hold_ms} ms and released")
+    else:
+        print(f"{args.name}: driven {'active' if active else 'inactive'} (gpio.read shows its state)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
