@@ -256,12 +256,12 @@ class TriggersCapability(Capability):
         hyst = Hysteresis(src, armed=state.armed if state.armed is not None else True)
         while True:
             value = await asyncio.to_thread(read_metric, src)
-            if value != state.last_value:  # status.json shows the reading (rewrites are rate-limited)
-                state.last_value = value
-                self.services.bus.emit(events.TRIGGER, trigger=name, outcome="reading", reason=None)
+            changed, state.last_value = value != state.last_value, value
             if value is not None and hyst.feed(value):
                 self.fire(name, time.time(), {"metric": src.metric, "value": value, "limit": src.limit})
             state.armed = hyst.armed
+            if changed:  # status.json shows the reading with its fire, never a reading without it
+                self.services.bus.emit(events.TRIGGER, trigger=name, outcome="reading", reason=None)
             await asyncio.sleep(src.interval_s)
 
     async def _motion_loop(self, name: str) -> None:
