@@ -119,12 +119,21 @@ async def test_threshold_on_a_fake_thermal_zone_fires_once_per_crossing(tmp_path
             "message": "{node}: CPU at {value:.1f} °C (limit {limit:g})",
         }
     }
+    seen: list[tuple[Any, int]] = []  # what a status.json write on each "reading" event would show
+    svc.bus.subscribe(
+        lambda name, f: (
+            seen.append((cap.states["hot"].last_value, cap.states["hot"].fired))
+            if f.get("outcome") == "reading"
+            else None
+        )
+    )
     cap = await start_triggers(svc, rules)
     try:
         for milli, fires in ((75000, 1), (82000, 1), (65000, 1), (71000, 1), (55000, 1), (73000, 2)):
             zone.write_text(f"{milli}\n")
             await until(lambda m=milli: cap.states["hot"].last_value == m / 1000, timeout=3)
             assert cap.states["hot"].fired == fires, milli
+            assert (milli / 1000, fires) in seen  # a reading is published with its fire, not before it
         await until(lambda: len(svc.sent) == 2)
         assert [p["message"] for _, p in svc.sent] == [
             "Garage Pi: CPU at 75.0 °C (limit 70)",

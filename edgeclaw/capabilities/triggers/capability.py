@@ -9,8 +9,6 @@ import contextlib
 import functools
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from edgeclaw.capabilities.base import Capability, Handler, InvokeError, NodeServices, NotConnected
@@ -19,15 +17,10 @@ from edgeclaw.capabilities.gpio.edges import iso_time
 from edgeclaw.capabilities.gpio.tools import _slug
 from edgeclaw.capabilities.triggers import delivery
 from edgeclaw.capabilities.triggers.actions import ActionResult, run_actions
-from edgeclaw.capabilities.triggers.config import (
-    Config,
-    GpioSource,
-    Rule,
-    Source,
-    cross_check,
-)
+from edgeclaw.capabilities.triggers.config import Config, Rule, cross_check
 from edgeclaw.capabilities.triggers.manifest import MANIFEST
 from edgeclaw.capabilities.triggers.migrate import migrate_gpio_spool
+from edgeclaw.capabilities.triggers.rules import TriggerState, effective_rules
 from edgeclaw.capabilities.triggers.sources import Hysteresis, next_fire, read_metric
 from edgeclaw.capabilities.triggers.spool import Spool
 from edgeclaw.platform import events
@@ -38,50 +31,6 @@ log = logging.getLogger("edgeclaw.triggers")
 RETRY_S = 5.0
 MOTION_STATUS_S = 5.0  # while a motion watcher runs, status.json shows its frames/RSS this fresh
 MAX_SLEEP_S = 60.0  # schedule timers wake at least this often (wall-clock jumps after NTP sync)
-
-
-@dataclass
-class TriggerState:
-    """Counters of one trigger, kept across reloads (by name) for status and telemetry."""
-
-    kind: str
-    fired: int = 0
-    suppressed: int = 0
-    last_fire: float | None = None
-    next_fire: float | None = None
-    last_value: float | None = None  # threshold: the metric's last reading
-    armed: bool | None = None  # threshold: ready to fire on the next crossing
-    recent: deque[float] = field(default_factory=deque)  # fire times inside the rate-limit window
-
-    def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.kind,
-            "fired": self.fired,
-            "suppressed": self.suppressed,
-            "last_fire": iso_time(self.last_fire) if self.last_fire else None,
-            "last_fire_ts": self.last_fire,
-        }
-        if self.kind == "schedule":
-            out["next_fire"] = iso_time(self.next_fire) if self.next_fire else None
-            out["next_fire_ts"] = self.next_fire
-        if self.kind == "threshold":
-            out["last_value"] = self.last_value
-            out["armed"] = self.armed
-        return out
-
-
-def effective_rules(config: Config, gpio: Any) -> dict[str, Rule]:
-    """The configured rules plus one implicit rule per `gpio.pins.<name>.on_edge: agent` input."""
-    rules = dict(config.rules)
-    if getattr(gpio, "enabled", False):
-        for name, pin in (getattr(gpio, "pins", {}) or {}).items():
-            if pin.on_edge == "agent" and not pin.is_output:
-                rules[f"gpio.{name}"] = Rule(
-                    source=Source(gpio=GpioSource(pin=name, edge=pin.trigger_on)),
-                    message=pin.message,
-                    session_key=getattr(gpio, "session_key", None),
-                )
-    return rules
 
 
 class TriggersCapability(Capability):
@@ -307,12 +256,12 @@ class TriggersCapability(Capability):
         hyst = Hysteresis(src, armed=state.armed if state.armed is not None else True)
         while True:
             value = await asyncio.to_thread(read_metric, src)
-            if value != state.last_value:  # status.json shows the reading (rewrites are rate-limited)
-                state.last_value = value
-                self.services.bus.emit(events.TRIGGER, trigger=name, outcome="reading", reason=None)
+            changed, state.last_value = value != state.last_value, value
             if value is not None and hyst.feed(value):
                 self.fire(name, time.time(), {"metric": src.metric, "value": value, "limit": src.limit})
             state.armed = hyst.armed
+            if changed:  # status.json shows the reading with its fire, never a reading without it
+                self.services.bus.emit(events.TRIGGER, trigger=name, outcome="reading", reason=None)
             await asyncio.sleep(src.interval_s)
 
     async def _motion_loop(self, name: str) -> None:
