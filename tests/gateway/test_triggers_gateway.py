@@ -2,7 +2,9 @@
 socket, a camera backend that really encodes JPEGs with ffmpeg): a press snaps a photo that reaches the
 gateway as an image, schedules and thresholds fire on time and once per crossing, a backlog raised while
 the gateway is down arrives after it returns, rate limits hold. Evidence is the gateway's own records:
-its session list and the inbound media it stored for the session's user turn."""
+its session list, its transcript (chat.history), the inbound media it stored for a user turn, and its
+model calls (a scripted loopback model, tests.support.fakemodel, whose runs complete so each turn of a
+session runs in turn and can be counted)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import pytest
 
 from edgeclaw.capabilities.camera import simscene
 from edgeclaw.capabilities.gpio.simctl import sim_request
+from tests.support.fakemodel import FakeModel, image_urls
 from tests.support.gateway import Operator, wait_for
 
 pytestmark = pytest.mark.gateway
@@ -102,9 +106,67 @@ async def wait_transcript_rings(op: Operator, key: str, count: int) -> list[tupl
 
 
 @pytest.fixture(scope="module")
-def vision_gateway(gateway_factory: Any) -> Any:
-    """A gateway whose default model takes images (else it refuses image attachments outright)."""
-    return gateway_factory(vision_model=True)
+def fake() -> Iterator[FakeModel]:
+    """The gateway's default model: image-capable (else the gateway refuses image attachments
+    outright) and answering, so each session's turns run one after another and every turn the
+    gateway starts is a recorded model request."""
+    with FakeModel(default_text="noted") as model:
+        yield model
+
+
+@pytest.fixture(scope="module")
+def vision_gateway(gateway_factory: Any, fake: FakeModel) -> Any:
+    return gateway_factory(model=fake)
+
+
+def _last_user(body: dict[str, Any]) -> dict[str, Any]:
+    users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    return users[-1] if users else {}
+
+
+def model_turns(fake: FakeModel, pattern: str) -> list[dict[str, Any]]:
+    """The gateway's model calls whose newest user message matches `pattern`: one per agent turn
+    (these runs offer no tool the model calls, so a turn is exactly one request)."""
+    out = []
+    for body in fake.snapshot():
+        last = _last_user(body)
+        text = json.dumps(last.get("content"), ensure_ascii=False)
+        if re.search(pattern, text):
+            out.append(body)
+    return out
+
+
+async def user_turns(op: Operator, key: str, pattern: str) -> list[str]:
+    """The matches of `pattern` in the session's stored user turns (chat.history), oldest first."""
+    history = await op.call("chat.history", {"sessionKey": key, "limit": 100})
+    messages = (history.get("payload") or {}).get("messages") or []
+    found = []
+    for m in messages:
+        if m.get("role") == "user":
+            found += re.findall(pattern, json.dumps(m.get("content"), ensure_ascii=False))
+    return found
+
+
+async def wait_exact_turns(
+    op: Operator, fake: FakeModel, key: str, pattern: str, count: int, settle: float = 2.0
+) -> list[str]:
+    """Wait (bounded) until the gateway recorded `count` turns matching `pattern` in `key`, both in
+    its transcript and as model calls, then `settle` s more: a surplus turn fails the caller."""
+    turns: list[str] = []
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        turns = await user_turns(op, key, pattern)
+        if len(turns) >= count and len(model_turns(fake, pattern)) >= count:
+            break
+        await asyncio.sleep(0.3)
+    else:
+        history = await op.call("chat.history", {"sessionKey": key, "limit": 100})
+        raise AssertionError(
+            f"{len(turns)} of {count} turns matching {pattern!r} in {key}\n{json.dumps(history)[:4000]}\n"
+            f"gateway:\n{op.gateway.tail(6000)}"
+        )
+    await asyncio.sleep(settle)
+    return await user_turns(op, key, pattern)
 
 
 def status_triggers(node: Any) -> dict[str, Any]:
@@ -133,7 +195,9 @@ async def test_a_press_snaps_a_photo_that_reaches_the_gateway_session_as_an_imag
     wait_for(lambda: status_triggers(node).get("doorbell", {}).get("fired") == 1, 10, what="status")
 
 
-async def test_schedule_fires_on_time_and_rate_limit_holds(vision_gateway: Any, node_factory: Any) -> None:
+async def test_schedule_fires_on_time_and_rate_limit_holds(
+    vision_gateway: Any, fake: FakeModel, node_factory: Any
+) -> None:
     gateway = vision_gateway
     rules = {
         "tick": {"source": {"schedule": {"every_s": 2}}, "message": "tick {count}", "session_key": "tick"},
@@ -155,24 +219,26 @@ async def test_schedule_fires_on_time_and_rate_limit_holds(vision_gateway: Any, 
         for _ in range(5):
             press(node)
             await asyncio.sleep(0.3)
-        await wait_session(op, "agent:main:bell-limited", node)
         wait_for(
             lambda: status_triggers(node).get("bell", {}).get("suppressed") == 3, 10, what="3 suppressed"
         )
         assert status_triggers(node)["bell"]["fired"] == 2
-        # the gateway's own record: each session's first user turn is there (its later turns queue
-        # behind that turn's run, which retries a model that is not there for minutes, so the counts
-        # are checked on what the node sent, each send acknowledged by the gateway)
-        assert len(await wait_transcript_values(op, "agent:main:bell-limited", r"bell (\d+)", 1)) == 1
-        assert await wait_transcript_values(op, "agent:main:tick", r"tick (\d+)", 1) == {"1"}
-        await asyncio.sleep(2)  # a third ring would have gone out by now
+        # the gateway's own records: exactly the two admitted rings became agent turns (its transcript),
+        # each a model call carrying its photo; the three suppressed never reached it
+        rings = await wait_exact_turns(op, fake, "agent:main:bell-limited", r"bell (\d+)", 2)
+        assert len(rings) == 2 and len(set(rings)) == 2, rings
+        calls = model_turns(fake, r"bell \d+")
+        assert len(calls) == 2, [json.dumps(_last_user(c))[:300] for c in calls]
+        assert all(len(image_urls({"messages": [_last_user(c)]})) == 1 for c in calls)
+        ticks = await user_turns(op, "agent:main:tick", r"tick (\d+)")
+        assert {"1", "2", "3"} <= set(ticks), ticks  # the schedule's turns reached the agent
     sent = [line for line in node.log().splitlines() if "agent.request sent" in line]
     photos = sum(int(line.split("event(s), ")[1].split(" photo")[0]) for line in sent)
     assert photos == 2, sent  # the two admitted rings went out, never the three suppressed
 
 
 async def test_threshold_on_a_fake_thermal_zone_fires_once_per_crossing(
-    vision_gateway: Any, node_factory: Any, tmp_path: Path
+    vision_gateway: Any, fake: FakeModel, node_factory: Any, tmp_path: Path
 ) -> None:
     gateway = vision_gateway
     zone = tmp_path / "thermal_zone_temp"
@@ -202,11 +268,11 @@ async def test_threshold_on_a_fake_thermal_zone_fires_once_per_crossing(
                 what=f"reading {milli}",
             )
             assert status_triggers(node)["hot"]["fired"] == fired, milli
-        await wait_session(op, "agent:main:hot", node)
-        # the gateway's record of the first crossing (the second queues behind its run: see above)
-        assert await wait_transcript_values(op, "agent:main:hot", r"CPU at ([0-9.]+) °C", 1) == {"75.0"}
-    # one request per crossing, each acknowledged by the gateway
-    wait_for(lambda: node.log().count("agent.request sent: 1 event(s)") >= 2, 15, what="2 requests sent")
+        # the gateway's own records: exactly two wake-ups, 75 °C then 72 °C (80 °C did not re-fire),
+        # in its transcript and as its model calls
+        temps = await wait_exact_turns(op, fake, "agent:main:hot", r"CPU at ([0-9.]+) °C", 2)
+        assert temps == ["75.0", "72.0"], temps
+        assert len(model_turns(fake, r"CPU at [0-9.]+ °C")) == 2
     assert node.log().count("agent.request sent") == 2
 
 
