@@ -272,9 +272,12 @@ async def test_agent_request_image_attachment_reaches_the_model_as_an_image_part
             ],
         },
     )
-    body = await asyncio.to_thread(
-        fake.wait_request, lambda b: "Doorbell rang" in user_text(b), 60, "the image request"
-    )
+    try:  # the gateway queues a session's run behind any run still in its lane: a generous bound
+        body = await asyncio.to_thread(
+            fake.wait_request, lambda b: "Doorbell rang" in user_text(b), 150, "the image request"
+        )
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\ngateway log:\n{model_gateway.tail()}") from None
     urls = image_urls(body)
     assert len(urls) == 1, urls
     head, data = urls[0].split(",", 1)

@@ -318,6 +318,27 @@ async def test_logs_read_the_units_journal_redacted(tmp_path: Path, under_system
         await cap.stop()
 
 
+async def test_a_user_outside_the_journal_groups_gets_memory_and_is_told_why(
+    tmp_path: Path, under_systemd: Any, ring: LogRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """journalctl run by such a user shows nothing of a system unit and exits 0: an empty journal is not
+    an answer (the hardened unit's user, before the operator opts in)."""
+    path = journal_entries(tmp_path, [(6, "from the journal")])
+    under_systemd(f"cat {path}")
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(os, "getegid", lambda: 4242)
+    monkeypatch.setattr(os, "getgroups", lambda: [4242])
+    cap, _ = await diag(tmp_path, journal_unit="edgeclaw.service")
+    logging.getLogger("edgeclaw.t").info("from memory")
+    try:
+        out = await call(cap, "edgeclaw.logs")
+        assert out["source"] == "memory" and any(ln.endswith("from memory") for ln in out["lines"])
+        assert "not in group systemd-journal" in out["notes"][0]
+        assert not (tmp_path / "jc.argv").exists()  # journalctl was not asked for what it cannot give
+    finally:
+        await cap.stop()
+
+
 async def test_a_hanging_journalctl_is_killed_and_memory_answers(
     tmp_path: Path, under_systemd: Any, ring: LogRing
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -170,6 +171,28 @@ def _python_priority(levelno: int) -> int:
     return 7
 
 
+JOURNAL_GROUPS = ("systemd-journal", "adm", "wheel")  # journald lets these read the system journal
+
+
+def journal_denied() -> str | None:
+    """Why this process cannot read the system journal, or None. journalctl run by a user outside the
+    journal's groups silently shows only that user's own journal: for a system unit, nothing at all
+    (found under the real hardened unit: 0 lines). Reading the journal is an opt-in for the operator
+    (`SupplementaryGroups=systemd-journal`), because that group can read every service's logs."""
+    if os.geteuid() == 0:
+        return None
+    names = set()
+    for gid in {os.getegid(), *os.getgroups()}:
+        with contextlib.suppress(KeyError):
+            names.add(grp.getgrgid(gid).gr_name)
+    if names & set(JOURNAL_GROUPS):
+        return None
+    return (
+        f"the journal is not readable by this user (not in group {JOURNAL_GROUPS[0]}; "
+        "see 'Remote diagnostics' in the README to allow it)"
+    )
+
+
 async def read_journal(unit: str, req: LogsRequest, timeout: float) -> Tail:
     """journalctl's JSON export of the unit, newest `lines` entries; raises OSError/TimeoutError when
     journalctl cannot give an answer in time (the caller falls back to the ring)."""
@@ -308,7 +331,9 @@ async def logs(
     req = parse_request(params, now())
     tail: Tail | None = None
     note: str | None = None
-    if unit is not None:
+    if unit is not None and (denied := journal_denied()) is not None:
+        note = f"{denied}; this is the node's in-memory log (since it started) instead"
+    elif unit is not None:
         try:
             tail = await read_journal(unit, req, timeout)
         except (OSError, TimeoutError) as exc:
