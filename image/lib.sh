@@ -3,7 +3,7 @@ IMAGE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$IMAGE_DIR/.." && pwd)
 . "$REPO_DIR/scripts/retry.sh"
 CACHE=${EDGECLAW_CACHE:-$HOME/.cache/edgeclaw}
-SUITE=${SUITE:-bookworm}
+SUITE=${SUITE:-trixie}
 ARCH=arm64
 # SNAPSHOT=20250520T000000Z pins every package to snapshot.debian.org at that time (reproducible
 # builds); MIRROR overrides the archive (e.g. a local mirror of the same snapshot).
