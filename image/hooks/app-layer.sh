@@ -72,11 +72,14 @@ chmod 0700 "$R/var/lib/edgeclaw"
 # The read-only-root script lives in the initramfs, which the base build makes once. If the script
 # changed since that base was built, put it in and regenerate the initramfs here (slow: mkinitramfs
 # under qemu-user) rather than rebuilding the whole base.
+# The same for the initramfs module list (not part of the base's cache key, see lib.sh).
 IRS=etc/initramfs-tools/scripts/local-bottom/edgeclaw-volatile
-if ! cmp -s "$HERE/initramfs/edgeclaw-volatile" "$R/$IRS"; then
+IRM=etc/initramfs-tools/modules
+if ! cmp -s "$HERE/initramfs/edgeclaw-volatile" "$R/$IRS" || ! grep -v '^#' "$HERE/initramfs-modules" | cmp -s - "$R/$IRM"; then
   t=$(date +%s)
   install -D -m 0755 "$HERE/initramfs/edgeclaw-volatile" "$R/$IRS"
-  say "initramfs script differs from the base's: regenerating the initramfs under qemu-user"
+  grep -v '^#' "$HERE/initramfs-modules" > "$R/$IRM"
+  say "initramfs script or module list differs from the base's: regenerating the initramfs under qemu-user"
   # mkinitramfs wants /proc, /sys and /dev: a private mount namespace, gone when it exits
   unshare --mount --propagation private sh -c 'mount -t proc proc "$1/proc" && mount -t sysfs sysfs "$1/sys" &&
     mount --rbind /dev "$1/dev" && exec chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
