@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from edgeclaw.firstboot_apply import STATE_DIR, _under, apply, persist, volatile_lower, wipe
+from edgeclaw.firstboot_board import ZONEINFO
 from edgeclaw.firstboot_plan import FirstbootError, Plan, hostname_from, load_plan
 from edgeclaw.firstboot_txn import Undo, scrub, secret_values
 
@@ -41,6 +42,7 @@ DEFAULT_SOURCE = "/boot/firmware/edgeclaw.yaml"
 REPORT_NAME = "edgeclaw-firstboot.txt"
 EX_CONFIG = 78
 EX_FAILED = 1
+
 
 def check_identity(root: Path) -> None:
     """Before any write: an identity that exists must load (a corrupt one is never replaced silently,
@@ -111,7 +113,9 @@ def run_firstboot(source: Path, root: Path, *, check: bool, persist_to: Path | N
             )
         return EX_CONFIG
     try:
-        plan = load_plan(text, source=str(source), state_dir=_under(root, STATE_DIR))
+        plan = load_plan(
+            text, source=str(source), state_dir=_under(root, STATE_DIR), zoneinfo=_under(root, ZONEINFO)
+        )
         if not check:
             check_identity(root)
     except FirstbootError as exc:

@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from edgeclaw.firstboot_apply import STATE_DIR, TOKEN_PATH
+from edgeclaw.firstboot_board import ZONEINFO, Board, BoardError, parse_board
 from edgeclaw.typedconfig import ConfigError, LineLookup, load_yaml_with_lines
 
-FIRSTBOOT_ONLY = ("hostname", "wifi", "ssh")
+FIRSTBOOT_ONLY = ("hostname", "wifi", "ssh", "timezone", "dtoverlay", "dtparam")
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _SSH_TYPES = (
@@ -51,6 +52,7 @@ class Plan:
     hostname: str | None = None
     wifi: Wifi | None = field(default=None, repr=False)
     ssh_keys: list[str] = field(default_factory=list)
+    board: Board = field(default_factory=Board)
 
     def summary(self) -> list[str]:
         gw = self.config.get("gateway") or {}
@@ -62,6 +64,7 @@ class Plan:
             f"hostname: {self.hostname or '(unchanged)'}",
             f"wi-fi: {self.wifi.ssid!r} ({self.wifi.country})" if self.wifi else "wi-fi: not configured",
             f"ssh keys: {len(self.ssh_keys)}",
+            *self.board.summary(),
         ]
         sections = sorted(k for k in self.config if k not in ("gateway", "node"))
         if sections:
@@ -180,8 +183,9 @@ def _ssh_keys(raw: Any, file: str, lines: LineLookup) -> list[str]:
     return keys
 
 
-def load_plan(text: str, *, source: str, state_dir: Path) -> Plan:
-    """Validate the whole file; raise FirstbootError with file:line: key: message on the first problem."""
+def load_plan(text: str, *, source: str, state_dir: Path, zoneinfo: Path = Path(ZONEINFO)) -> Plan:
+    """Validate the whole file; raise FirstbootError with file:line: key: message on the first problem.
+    `zoneinfo` is the target root's tz database (a `timezone:` must exist there)."""
     from edgeclaw.config import parse_config
     from edgeclaw.node.setupcode import parse_setup_code
 
@@ -259,8 +263,13 @@ def load_plan(text: str, *, source: str, state_dir: Path) -> Plan:
             )
     elif node.get("display_name"):
         hostname = hostname_from(str(node["display_name"]))
+    try:
+        board = parse_board(data, zoneinfo)
+    except BoardError as exc:
+        raise _err(exc.message, exc.key, source, lines) from None
     return Plan(
         config=doc,
+        board=board,
         token=token,
         setup_code=code_text,
         hostname=hostname,

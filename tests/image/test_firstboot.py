@@ -257,3 +257,110 @@ def test_under_the_read_only_root_system_files_are_written_through_to_the_card(
     from edgeclaw.firstboot import volatile_lower
 
     assert volatile_lower(root) is None
+
+
+# board settings: timezone, dtoverlay/dtparam ---------------------------------------------------------
+BOARD_BASE = f"gateway:\n  url: ws://10.0.0.2:18789\n  token: {TOKEN}\n"
+# what Debian's raspi-firmware (etc/kernel/postinst.d/z50-raspi-firmware) writes on a kernel upgrade:
+# its own lines, then /etc/default/raspi-firmware-custom appended under this comment
+REGENERATED = (
+    "# Do not modify this file!\n#\n# It is automatically generated upon install or update of either the\n"
+    "# firmware or the Linux kernel.\n\narm_64bit=1\n\nenable_uart=1\nupstream_kernel=1\n\n"
+    "kernel=vmlinuz-6.12.48+deb13-arm64\n"
+)
+
+
+def with_zoneinfo(root: Path, *zones: str) -> None:
+    """The target root's tz database (the image ships tzdata), copied from the host's."""
+    for zone in zones:
+        dest = root / "usr/share/zoneinfo" / zone
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((Path("/usr/share/zoneinfo") / zone).read_bytes())
+    (root / "usr/share/zoneinfo/zone.tab").write_text("# not a zone\n")
+
+
+def firmware_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith(("dtoverlay=", "dtparam="))]
+
+
+def test_timezone_and_hat_overlays_are_applied_and_survive_a_kernel_upgrade(card: tuple[Path, Path]) -> None:
+    fat, root = card
+    with_zoneinfo(root, "Europe/Berlin", "UTC")
+    (fat / "config.txt").write_text(REGENERATED + "[pi4]\narm_boost=1\n")
+    source = fat / "edgeclaw.yaml"
+    source.write_text(
+        BOARD_BASE + "timezone: Europe/Berlin\n"
+        "dtoverlay:\n  - w1-gpio,gpiopin=4\n  - i2c-rtc,ds3231\ndtparam:\n  - i2c_arm=on\n  - spi=on\n"
+    )
+    proc = run(source, root)
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
+    assert (root / "etc/timezone").read_text() == "Europe/Berlin\n"
+    want = ["dtoverlay=w1-gpio,gpiopin=4", "dtoverlay=i2c-rtc,ds3231", "dtparam=i2c_arm=on", "dtparam=spi=on"]
+    config_txt = (fat / "config.txt").read_text()
+    assert firmware_lines(config_txt) == want
+    # after the [pi4] filter the lines need [all] again, or only a Pi 4 would load them
+    assert config_txt.index("[pi4]") < config_txt.rindex("[all]") < config_txt.index("dtoverlay=")
+    assert config_txt.startswith(REGENERATED + "[pi4]\narm_boost=1\n")  # the firmware's own lines kept
+    custom = (root / "etc/default/raspi-firmware-custom").read_text()
+    assert firmware_lines(custom) == want
+    assert "REBOOT NEEDED" in proc.stderr and "REBOOT NEEDED" in (fat / "edgeclaw-firstboot.txt").read_text()
+    assert "time zone Europe/Berlin" in proc.stderr
+    # a kernel upgrade rewrites config.txt from scratch and appends raspi-firmware-custom: still there
+    (fat / "config.txt").write_text(
+        REGENERATED + "\n# Inserted by /etc/default/raspi-firmware-custom\n" + custom
+    )
+    assert firmware_lines((fat / "config.txt").read_text()) == want
+    # a later first boot replaces the block (in both files) instead of adding a second one
+    source.write_text(BOARD_BASE + "dtparam: [audio=off]\ntimezone: UTC\n")
+    proc = run(source, root)
+    assert proc.returncode == 0, proc.stderr
+    assert firmware_lines((fat / "config.txt").read_text()) == ["dtparam=audio=off"]
+    assert firmware_lines((root / "etc/default/raspi-firmware-custom").read_text()) == ["dtparam=audio=off"]
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/UTC"
+
+
+def test_board_files_are_written_through_under_the_read_only_root(
+    card: tuple[Path, Path], tmp_path: Path
+) -> None:
+    fat, root = card
+    with_zoneinfo(root, "America/New_York")
+    lower = tmp_path / "lower"
+    (lower / "etc").mkdir(parents=True)
+    source = fat / "edgeclaw.yaml"
+    source.write_text(BOARD_BASE + "timezone: America/New_York\ndtoverlay: [gpio-fan]\n")
+    proc = run(source, root, "--persist-to", str(lower))
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(lower / "etc/localtime") == "/usr/share/zoneinfo/America/New_York"
+    assert (lower / "etc/timezone").read_text() == "America/New_York\n"
+    assert firmware_lines((lower / "etc/default/raspi-firmware-custom").read_text()) == ["dtoverlay=gpio-fan"]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("timezone: Mars/Olympus\n", ":4: timezone: unknown time zone 'Mars/Olympus'"),
+        ("timezone: ../../../etc/passwd\n", ":4: timezone: unknown time zone"),
+        ("timezone: zone.tab\n", ":4: timezone: unknown time zone"),  # in zoneinfo, but not a zone
+        ('dtoverlay:\n  - w1-gpio\n  - "x\\ndtoverlay=evil"\n', ":6: dtoverlay[1]: overlay name"),
+        ('dtoverlay:\n  - "w1-gpio,gpiopin=4 #"\n', ":5: dtoverlay[0]: overlay parameter"),
+        ('dtoverlay:\n  - "w1-gpio,=4"\n', ":5: dtoverlay[0]: overlay parameter"),
+        ('dtoverlay: ["i2c-rtc,ds3231\\nkernel=evil.img"]\n', "dtoverlay[0]: overlay parameter"),
+        ("dtparam:\n  - i2c_arm\n", ":5: dtparam[0]: dtparam 'i2c_arm' is not name=value"),
+        ("dtparam:\n  - spi=on\n  - 'audio=on\r\ninitramfs evil'\n", ":6: dtparam[1]"),
+        ("dtparam: {i2c_arm: on}\n", ":4: dtparam: must be a list"),
+        ("dtparam: [on]\n", "dtparam[0]: must be text, got bool"),
+    ],
+)
+def test_bad_board_settings_change_nothing(card: tuple[Path, Path], body: str, where: str) -> None:
+    fat, root = card
+    with_zoneinfo(root, "UTC")
+    (fat / "config.txt").write_text(REGENERATED)
+    source = fat / "edgeclaw.yaml"
+    source.write_text(BOARD_BASE + body)
+    before = sorted(str(p) for p in root.rglob("*"))
+    proc = run(source, root)
+    assert proc.returncode == 78, proc.stderr
+    assert where in proc.stderr, proc.stderr
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    assert (fat / "config.txt").read_text() == REGENERATED
