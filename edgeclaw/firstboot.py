@@ -161,6 +161,10 @@ def run_firstboot(source: Path, root: Path, *, check: bool, persist_to: Path | N
 
 
 def _cmd_firstboot(args: argparse.Namespace) -> int:
+    if args.notice:
+        from edgeclaw.firstboot_notice import run_notice
+
+        return run_notice(Path(args.source), Path(args.root))
     persist_to = Path(args.persist_to) if args.persist_to else None
     return run_firstboot(Path(args.source), Path(args.root), check=args.check, persist_to=persist_to)
 
@@ -176,6 +180,11 @@ def register(subparsers: Any) -> None:
         "--root", default="/", help="apply to a root filesystem mounted here (image builds, tests)"
     )
     p.add_argument("--check", action="store_true", help="validate and summarise only; change nothing")
+    p.add_argument(
+        "--notice",
+        action="store_true",
+        help="say what an unprovisioned card waits for, and report Raspberry Pi Imager's customisation",
+    )
     # tests: copy the system files written to this root as well (on a device: automatic under the
     # read-only root, to /run/edgeclaw-volatile/lower)
     p.add_argument("--persist-to", default=None, help=argparse.SUPPRESS)
