@@ -292,6 +292,11 @@ def test_timezone_and_hat_overlays_are_applied_and_survive_a_kernel_upgrade(card
         BOARD_BASE + "timezone: Europe/Berlin\n"
         "dtoverlay:\n  - w1-gpio,gpiopin=4\n  - i2c-rtc,ds3231\ndtparam:\n  - i2c_arm=on\n  - spi=on\n"
     )
+    proc = run(source, root, "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert "timezone: Europe/Berlin" in proc.stdout
+    assert "config.txt: dtoverlay=w1-gpio,gpiopin=4, dtoverlay=i2c-rtc,ds3231" in proc.stdout
+    assert not (root / "etc/localtime").exists()  # --check changes nothing
     proc = run(source, root)
     assert proc.returncode == 0, proc.stderr
     assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
