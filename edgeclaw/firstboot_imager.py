@@ -159,8 +159,9 @@ def message(found: Found, removed: list[str]) -> list[str]:
     if removed:
         lines.append(f"Removed from cmdline.txt so it is not run on every boot: {' '.join(removed)}")
     if FIRSTRUN in found.files or USER_DATA in found.files:
+        holds = "they hold" if len(found.files) > 1 else "it holds"
         lines.append(
-            f"Delete {files} from the boot partition: they hold your Wi-Fi key and password hash "
-            "(this message repeats while they are there)."
+            f"Delete {files} from the boot partition: {holds} your Wi-Fi key and password hash "
+            "(this message repeats until then)."
         )
     return lines

@@ -369,3 +369,56 @@ def test_bad_board_settings_change_nothing(card: tuple[Path, Path], body: str, w
     assert where in proc.stderr, proc.stderr
     assert sorted(str(p) for p in root.rglob("*")) == before
     assert (fat / "config.txt").read_text() == REGENERATED
+
+
+# an unprovisioned card under a real systemd ---------------------------------------------------------
+IMAGER_CMDLINE = (
+    "console=tty0 root=LABEL=rootfs rw rootwait systemd.run=/boot/firstrun.sh "
+    "systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"
+)
+
+
+def test_unprovisioned_card_boots_with_no_failed_unit_and_says_what_it_waits_for(tmp_path: Path) -> None:
+    """The repo's units (edgeclaw.service, and the image's first-boot and notice units, enabled as the
+    image enables them) in systemd-nspawn on the cached Debian rootfs, EdgeClaw installed from this
+    tree; no edgeclaw.yaml, but Raspberry Pi Imager's firstrun.sh and its cmdline.txt words."""
+    from tests.support import nspawn
+
+    reason = nspawn.available()
+    if reason:
+        pytest.fail(f"needs systemd-nspawn: {reason}")
+    base = nspawn.rootfs()
+    layer = nspawn.install_layer(base, tmp_path / "install")
+    extra = tmp_path / "card"
+    units = extra / "etc/systemd/system"
+    (units / "sysinit.target.wants").mkdir(parents=True)
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    for unit in ("edgeclaw-notice.service", "edgeclaw-firstboot.service"):
+        (units / unit).write_text((ROOT_DIR / "image/rootfs/etc/systemd/system" / unit).read_text())
+        (units / "sysinit.target.wants" / unit).symlink_to(f"../{unit}")
+    (units / "multi-user.target.wants/edgeclaw.service").symlink_to("../edgeclaw.service")
+    fat = extra / "boot/firmware"
+    fat.mkdir(parents=True)
+    (fat / "cmdline.txt").write_text(IMAGER_CMDLINE)
+    (fat / "firstrun.sh").write_text(
+        "#!/bin/bash\n/usr/lib/raspberrypi-sys-mods/imager_custom set_hostname shedpi\n"
+    )
+    ct = nspawn.Container([extra, layer, base], workdir=tmp_path / "ct")
+    try:
+        ct.boot(timeout=90)
+        failed = ct.sh("systemctl --failed --no-legend --plain", check=False).stdout
+        assert failed.strip() == "", failed
+        node = ct.show("edgeclaw.service", "ActiveState", "ConditionResult", "Result")
+        assert node == {"ActiveState": "inactive", "ConditionResult": "no", "Result": "success"}, node
+        journal = ct.journal("edgeclaw-notice.service")
+        assert "EdgeClaw: waiting for /boot/firmware/edgeclaw.yaml" in journal, journal
+        assert (
+            "Raspberry Pi Imager's OS customisation is on this card (firstrun.sh: hostname shedpi)" in journal
+        )
+        assert "hostname: shedpi" in journal
+        issue = ct.sh("cat /run/issue.d/50-edgeclaw.issue", check=False).stdout
+        assert "waiting for /boot/firmware/edgeclaw.yaml" in issue
+        cmdline = ct.sh("cat /boot/firmware/cmdline.txt", check=False).stdout
+        assert cmdline == "console=tty0 root=LABEL=rootfs rw rootwait\n"
+    finally:
+        ct.stop()
