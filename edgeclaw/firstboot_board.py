@@ -119,6 +119,8 @@ def parse_timezone(raw: Any, zoneinfo: Path) -> str | None:
     if not isinstance(raw, str) or not raw.strip():
         raise BoardError("must be a time zone name such as Europe/London or UTC", "timezone")
     zone = raw.strip()
+    if not zoneinfo.is_dir() and _ZONE.match(zone):
+        return zone  # `--check` on a PC without a tz database (Windows): the card checks it again
     path = zoneinfo / zone
     try:
         ok = bool(_ZONE.match(zone)) and path.is_file() and path.read_bytes()[:4] == b"TZif"
@@ -183,6 +185,8 @@ def apply_board(board: Board, root: Path, fat: Path, *, undo: Undo, written: lis
     """Write the time zone and the firmware lines; returns what was done."""
     done: list[str] = []
     if board.timezone:
+        if not (root / ZONEINFO.lstrip("/") / board.timezone).is_file():  # no tzdata on this root
+            raise FileNotFoundError(f"time zone {board.timezone}: not in {ZONEINFO} (install tzdata)")
         localtime = root / LOCALTIME.lstrip("/")
         undo.before(localtime)
         tmp = localtime.with_name("localtime.edgeclaw-new")

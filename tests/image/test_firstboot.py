@@ -341,6 +341,16 @@ def test_board_files_are_written_through_under_the_read_only_root(
     assert firmware_lines((lower / "etc/default/raspi-firmware-custom").read_text()) == ["dtoverlay=gpio-fan"]
 
 
+def test_check_on_a_pc_without_a_tz_database_checks_the_zone_name_only(card: tuple[Path, Path]) -> None:
+    fat, root = card  # root has no usr/share/zoneinfo
+    source = fat / "edgeclaw.yaml"
+    source.write_text(BOARD_BASE + "timezone: Europe/Berlin\n")
+    proc = run(source, root, "--check")
+    assert proc.returncode == 0 and "timezone: Europe/Berlin" in proc.stdout, proc.stderr
+    source.write_text(BOARD_BASE + "timezone: ../etc/passwd\n")
+    assert run(source, root, "--check").returncode == 78
+
+
 @pytest.mark.parametrize(
     ("body", "where"),
     [
