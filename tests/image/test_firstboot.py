@@ -349,6 +349,11 @@ def test_check_on_a_pc_without_a_tz_database_checks_the_zone_name_only(card: tup
     assert proc.returncode == 0 and "timezone: Europe/Berlin" in proc.stdout, proc.stderr
     source.write_text(BOARD_BASE + "timezone: ../etc/passwd\n")
     assert run(source, root, "--check").returncode == 78
+    # applied to a root without that zone: refused and rolled back, never a dangling /etc/localtime
+    source.write_text(BOARD_BASE + "timezone: Europe/Berlin\n")
+    proc = run(source, root)
+    assert proc.returncode == 1 and "install tzdata" in proc.stderr, proc.stderr
+    assert not (root / "etc/localtime").is_symlink() and not (root / "etc/edgeclaw/config.yaml").exists()
 
 
 @pytest.mark.parametrize(
