@@ -113,6 +113,8 @@ async def test_node_keeps_running_and_every_pin_answers_with_the_code(
         with pytest.raises(Exception) as info:
             await call(cap, "gpio.read", name="door")
         assert "GPIO_NO_LGPIO" in str(info.value) and "pip install lgpio" in str(info.value)
+        listing = await call(cap, "gpio.list")  # the listing says why, pin by pin
+        assert [("GPIO_NO_LGPIO" in p.get("error", "")) for p in listing["pins"]] == [True, True]
     finally:
         await cap.stop()
 
