@@ -574,20 +574,9 @@ def check_backends(enabled: Iterable[str], host: Host) -> list[Check]:
                 )
             )
     if "gpio" in enabled:
-        if host.has_module("lgpio") and host.has_module("gpiozero"):
-            checks.append(Check("gpio.backend", "gpio backend", "pass", "gpiozero and lgpio are importable"))
-        else:
-            lacking = [m for m in ("gpiozero", "lgpio") if not host.has_module(m)]
-            checks.append(
-                Check(
-                    "gpio.backend",
-                    "gpio backend",
-                    "fail",
-                    f"{' and '.join(lacking)} not importable by the node",
-                    "sudo apt install python3-lgpio and recreate the venv with --system-site-packages, "
-                    "or pip install 'edgeclaw[gpio]' lgpio",
-                )
-            )
+        from edgeclaw.doctor_board import check_pin_factory
+
+        checks.append(check_pin_factory(host, simulated=False))
     return checks
 
 
@@ -730,11 +719,19 @@ def run_checks(
         checks.append(
             Check("hardware", "hardware access", "pass", "simulated hardware: no devices or groups needed")
         )
+        if "gpio" in enabled:
+            from edgeclaw.doctor_board import check_pin_factory
+
+            checks.append(check_pin_factory(host, simulated=True))
     else:
         user = service_user(host)
         for key in enabled:
             checks.extend(check_capability_access(key, modules[key].MANIFEST, host, user))
         checks.extend(check_backends(enabled, host))
+        if "camera" in enabled:
+            from edgeclaw.doctor_board import check_camera_os
+
+            checks.extend(check_camera_os(config.capabilities["camera"], host))
     checks.append(check_board_health(host.root))
     checks.extend(check_systemd(host))
     return checks

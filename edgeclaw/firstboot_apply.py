@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from edgeclaw.firstboot_board import apply_board
 from edgeclaw.firstboot_txn import Undo
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ def apply(
         _write(auth, "\n".join(merged) + "\n", 0o600, None, undo)
         written.append(AUTHORIZED_KEYS)
         done.append(f"{len(plan.ssh_keys)} SSH key(s) for root")
+    done += apply_board(plan.board, root, Path(source).parent, undo=undo, written=written)
     return done
 
 

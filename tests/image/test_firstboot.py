@@ -257,3 +257,183 @@ def test_under_the_read_only_root_system_files_are_written_through_to_the_card(
     from edgeclaw.firstboot import volatile_lower
 
     assert volatile_lower(root) is None
+
+
+# board settings: timezone, dtoverlay/dtparam ---------------------------------------------------------
+BOARD_BASE = f"gateway:\n  url: ws://10.0.0.2:18789\n  token: {TOKEN}\n"
+# what Debian's raspi-firmware (etc/kernel/postinst.d/z50-raspi-firmware) writes on a kernel upgrade:
+# its own lines, then /etc/default/raspi-firmware-custom appended under this comment
+REGENERATED = (
+    "# Do not modify this file!\n#\n# It is automatically generated upon install or update of either the\n"
+    "# firmware or the Linux kernel.\n\narm_64bit=1\n\nenable_uart=1\nupstream_kernel=1\n\n"
+    "kernel=vmlinuz-6.12.48+deb13-arm64\n"
+)
+
+
+def with_zoneinfo(root: Path, *zones: str) -> None:
+    """The target root's tz database (the image ships tzdata), copied from the host's."""
+    for zone in zones:
+        dest = root / "usr/share/zoneinfo" / zone
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((Path("/usr/share/zoneinfo") / zone).read_bytes())
+    (root / "usr/share/zoneinfo/zone.tab").write_text("# not a zone\n")
+
+
+def firmware_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith(("dtoverlay=", "dtparam="))]
+
+
+def test_timezone_and_hat_overlays_are_applied_and_survive_a_kernel_upgrade(card: tuple[Path, Path]) -> None:
+    fat, root = card
+    with_zoneinfo(root, "Europe/Berlin", "UTC")
+    (fat / "config.txt").write_text(REGENERATED + "[pi4]\narm_boost=1\n")
+    source = fat / "edgeclaw.yaml"
+    source.write_text(
+        BOARD_BASE + "timezone: Europe/Berlin\n"
+        "dtoverlay:\n  - w1-gpio,gpiopin=4\n  - i2c-rtc,ds3231\ndtparam:\n  - i2c_arm=on\n  - spi=on\n"
+    )
+    proc = run(source, root, "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert "timezone: Europe/Berlin" in proc.stdout
+    assert "config.txt: dtoverlay=w1-gpio,gpiopin=4, dtoverlay=i2c-rtc,ds3231" in proc.stdout
+    assert not (root / "etc/localtime").exists()  # --check changes nothing
+    proc = run(source, root)
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
+    assert (root / "etc/timezone").read_text() == "Europe/Berlin\n"
+    want = ["dtoverlay=w1-gpio,gpiopin=4", "dtoverlay=i2c-rtc,ds3231", "dtparam=i2c_arm=on", "dtparam=spi=on"]
+    config_txt = (fat / "config.txt").read_text()
+    assert firmware_lines(config_txt) == want
+    # after the [pi4] filter the lines need [all] again, or only a Pi 4 would load them
+    assert config_txt.index("[pi4]") < config_txt.rindex("[all]") < config_txt.index("dtoverlay=")
+    assert config_txt.startswith(REGENERATED + "[pi4]\narm_boost=1\n")  # the firmware's own lines kept
+    custom = (root / "etc/default/raspi-firmware-custom").read_text()
+    assert firmware_lines(custom) == want
+    assert "REBOOT NEEDED" in proc.stderr and "REBOOT NEEDED" in (fat / "edgeclaw-firstboot.txt").read_text()
+    assert "time zone Europe/Berlin" in proc.stderr
+    # a kernel upgrade rewrites config.txt from scratch and appends raspi-firmware-custom: still there
+    (fat / "config.txt").write_text(
+        REGENERATED + "\n# Inserted by /etc/default/raspi-firmware-custom\n" + custom
+    )
+    assert firmware_lines((fat / "config.txt").read_text()) == want
+    # a later first boot replaces the block (in both files) instead of adding a second one
+    source.write_text(BOARD_BASE + "dtparam: [audio=off]\ntimezone: UTC\n")
+    proc = run(source, root)
+    assert proc.returncode == 0, proc.stderr
+    assert firmware_lines((fat / "config.txt").read_text()) == ["dtparam=audio=off"]
+    assert firmware_lines((root / "etc/default/raspi-firmware-custom").read_text()) == ["dtparam=audio=off"]
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/UTC"
+
+
+def test_board_files_are_written_through_under_the_read_only_root(
+    card: tuple[Path, Path], tmp_path: Path
+) -> None:
+    fat, root = card
+    with_zoneinfo(root, "America/New_York")
+    lower = tmp_path / "lower"
+    (lower / "etc").mkdir(parents=True)
+    source = fat / "edgeclaw.yaml"
+    source.write_text(BOARD_BASE + "timezone: America/New_York\ndtoverlay: [gpio-fan]\n")
+    proc = run(source, root, "--persist-to", str(lower))
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(lower / "etc/localtime") == "/usr/share/zoneinfo/America/New_York"
+    assert (lower / "etc/timezone").read_text() == "America/New_York\n"
+    assert firmware_lines((lower / "etc/default/raspi-firmware-custom").read_text()) == ["dtoverlay=gpio-fan"]
+
+
+def test_check_on_a_pc_without_a_tz_database_checks_the_zone_name_only(card: tuple[Path, Path]) -> None:
+    fat, root = card  # root has no usr/share/zoneinfo
+    source = fat / "edgeclaw.yaml"
+    source.write_text(BOARD_BASE + "timezone: Europe/Berlin\n")
+    proc = run(source, root, "--check")
+    assert proc.returncode == 0 and "timezone: Europe/Berlin" in proc.stdout, proc.stderr
+    source.write_text(BOARD_BASE + "timezone: ../etc/passwd\n")
+    assert run(source, root, "--check").returncode == 78
+    # applied to a root without that zone: refused and rolled back, never a dangling /etc/localtime
+    source.write_text(BOARD_BASE + "timezone: Europe/Berlin\n")
+    proc = run(source, root)
+    assert proc.returncode == 1 and "install tzdata" in proc.stderr, proc.stderr
+    assert not (root / "etc/localtime").is_symlink() and not (root / "etc/edgeclaw/config.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("timezone: Mars/Olympus\n", ":4: timezone: unknown time zone 'Mars/Olympus'"),
+        ("timezone: ../../../etc/passwd\n", ":4: timezone: unknown time zone"),
+        ("timezone: zone.tab\n", ":4: timezone: unknown time zone"),  # in zoneinfo, but not a zone
+        ('dtoverlay:\n  - w1-gpio\n  - "x\\ndtoverlay=evil"\n', ":6: dtoverlay[1]: overlay name"),
+        ('dtoverlay:\n  - "w1-gpio,gpiopin=4 #"\n', ":5: dtoverlay[0]: overlay parameter"),
+        ('dtoverlay:\n  - "w1-gpio,=4"\n', ":5: dtoverlay[0]: overlay parameter"),
+        ('dtoverlay: ["i2c-rtc,ds3231\\nkernel=evil.img"]\n', "dtoverlay[0]: overlay parameter"),
+        ("dtparam:\n  - i2c_arm\n", ":5: dtparam[0]: dtparam 'i2c_arm' is not name=value"),
+        ("dtparam:\n  - spi=on\n  - 'audio=on\r\ninitramfs evil'\n", ":6: dtparam[1]"),
+        ("dtparam: {i2c_arm: on}\n", ":4: dtparam: must be a list"),
+        ("dtparam: [on]\n", "dtparam[0]: must be text, got bool"),
+    ],
+)
+def test_bad_board_settings_change_nothing(card: tuple[Path, Path], body: str, where: str) -> None:
+    fat, root = card
+    with_zoneinfo(root, "UTC")
+    (fat / "config.txt").write_text(REGENERATED)
+    source = fat / "edgeclaw.yaml"
+    source.write_text(BOARD_BASE + body)
+    before = sorted(str(p) for p in root.rglob("*"))
+    proc = run(source, root)
+    assert proc.returncode == 78, proc.stderr
+    assert where in proc.stderr, proc.stderr
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    assert (fat / "config.txt").read_text() == REGENERATED
+
+
+# an unprovisioned card under a real systemd ---------------------------------------------------------
+IMAGER_CMDLINE = (
+    "console=tty0 root=LABEL=rootfs rw rootwait systemd.run=/boot/firstrun.sh "
+    "systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"
+)
+
+
+def test_unprovisioned_card_boots_with_no_failed_unit_and_says_what_it_waits_for(tmp_path: Path) -> None:
+    """The repo's units (edgeclaw.service, and the image's first-boot and notice units, enabled as the
+    image enables them) in systemd-nspawn on the cached Debian rootfs, EdgeClaw installed from this
+    tree; no edgeclaw.yaml, but Raspberry Pi Imager's firstrun.sh and its cmdline.txt words."""
+    from tests.support import nspawn
+
+    reason = nspawn.available()
+    if reason:
+        pytest.fail(f"needs systemd-nspawn: {reason}")
+    base = nspawn.rootfs()
+    layer = nspawn.install_layer(base, tmp_path / "install")
+    extra = tmp_path / "card"
+    units = extra / "etc/systemd/system"
+    (units / "sysinit.target.wants").mkdir(parents=True)
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    for unit in ("edgeclaw-notice.service", "edgeclaw-firstboot.service"):
+        (units / unit).write_text((ROOT_DIR / "image/rootfs/etc/systemd/system" / unit).read_text())
+        (units / "sysinit.target.wants" / unit).symlink_to(f"../{unit}")
+    (units / "multi-user.target.wants/edgeclaw.service").symlink_to("../edgeclaw.service")
+    fat = extra / "boot/firmware"
+    fat.mkdir(parents=True)
+    (fat / "cmdline.txt").write_text(IMAGER_CMDLINE)
+    (fat / "firstrun.sh").write_text(
+        "#!/bin/bash\n/usr/lib/raspberrypi-sys-mods/imager_custom set_hostname shedpi\n"
+    )
+    ct = nspawn.Container([extra, layer, base], workdir=tmp_path / "ct")
+    try:
+        ct.boot(timeout=90)
+        failed = ct.sh("systemctl --failed --no-legend --plain", check=False).stdout
+        assert failed.strip() == "", failed
+        node = ct.show("edgeclaw.service", "ActiveState", "ConditionResult", "Result")
+        assert node == {"ActiveState": "inactive", "ConditionResult": "no", "Result": "success"}, node
+        journal = ct.journal("edgeclaw-notice.service")
+        assert "EdgeClaw: waiting for /boot/firmware/edgeclaw.yaml" in journal, journal
+        assert (
+            "Raspberry Pi Imager's OS customisation is on this card (firstrun.sh: hostname shedpi)" in journal
+        )
+        assert "hostname: shedpi" in journal
+        issue = ct.sh("cat /run/issue.d/50-edgeclaw.issue", check=False).stdout
+        assert "waiting for /boot/firmware/edgeclaw.yaml" in issue
+        cmdline = ct.sh("cat /boot/firmware/cmdline.txt", check=False).stdout
+        assert cmdline == "console=tty0 root=LABEL=rootfs rw rootwait\n"
+    finally:
+        ct.stop()

@@ -150,6 +150,8 @@ def fake_host(tmp_path: Path, *, in_gpio_group: bool = True) -> Host:
     chip = root / "dev/gpiochip0"
     chip.write_text("")
     chip.chmod(0o666)
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/compatible").write_bytes(b"raspberrypi,4-model-b\0brcm,bcm2711\0")
     return Host(
         root=root,
         user="edgeclaw",
@@ -170,6 +172,7 @@ def test_healthy_setup_passes(tmp_path: Path, fake_gateway_factory: Any) -> None
     assert by_id["gateway"].status == "pass"
     assert by_id["gpio.group.gpio"].status == "pass"
     assert by_id["gpio.device./dev/gpiochip*"].status == "pass"
+    assert by_id["gpio.factory"].detail.startswith("LGPIOFactory: real board:")
     assert by_id["systemd.watchdog"].detail == "WatchdogSec=30s"
     assert by_id["clock"].status in ("pass", "warn")  # warn only if this machine's kernel clock is unsynced
 

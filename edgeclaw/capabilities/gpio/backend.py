@@ -1,5 +1,5 @@
 """The hardware seam: gpiozero devices behind a small interface. Everything above this module is the same
-on a real board (lgpio, or gpiozero's default factory) and on a simulated one (MockFactory with PWM pins).
+on a real board (lgpio) and on a simulated one (MockFactory with PWM pins).
 
 gpiozero is imported here only, and only when a capability with pins starts. Devices get our own pin
 factory (never `Device.pin_factory`), so gpiozero's atexit hook does not reset outputs we left in
@@ -31,34 +31,29 @@ class PinFault(Exception):
 
 
 def make_factory(simulated: bool) -> Any:
-    """MockFactory with PWM-capable pins on a simulated board; otherwise lgpio (the only backend on a
-    Pi 5), falling back to gpiozero's own choice (which honours GPIOZERO_PIN_FACTORY)."""
-    if simulated:
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
+    """MockFactory on a simulated board, LGPIOFactory on a real one; PinFactoryError (coded, with the
+    fix) when this machine has no pin driver. See edgeclaw.capabilities.gpio.factory for why gpiozero's
+    own fallback is never used."""
+    from edgeclaw.capabilities.gpio.factory import make_factory as make
 
-        return MockFactory(pin_class=MockPWMPin)
-    try:
-        from gpiozero.pins.lgpio import LGPIOFactory
-
-        return LGPIOFactory()
-    except Exception as exc:  # no lgpio module, or no /dev/gpiochip*
-        log.info("lgpio unavailable (%s); letting gpiozero pick a pin factory", exc)
-    from gpiozero import Device
-
-    return Device._default_pin_factory()
+    return make(simulated)
 
 
 class PinHandle:
     """One configured pin and its gpiozero device."""
 
-    def __init__(self, name: str, cfg: PinConfig, factory: Any, on_edge: EdgeCallback) -> None:
+    def __init__(
+        self, name: str, cfg: PinConfig, factory: Any, on_edge: EdgeCallback, *, error: str | None = None
+    ) -> None:
         self.name = name
         self.cfg = cfg
         self.factory = factory
         self.device: Any = None
-        self.error: str | None = None
+        self.error: str | None = error  # given: no pin driver at all, never opened
         self.lock = threading.Lock()
         self._on_edge = on_edge
+        if error is not None:
+            return
         try:
             self.device = self._open()
         except Exception as exc:

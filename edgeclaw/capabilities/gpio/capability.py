@@ -102,11 +102,18 @@ class GpioCapability(Capability):
 
     def _open_pins(self, pins: dict[str, PinConfig]) -> None:
         from edgeclaw.capabilities.gpio.backend import PinHandle, make_factory
+        from edgeclaw.capabilities.gpio.factory import PinFactoryError
 
+        no_driver: str | None = None
         if self.factory is None:
-            self.factory = make_factory(self.services.simulated)
+            try:
+                self.factory = make_factory(self.services.simulated)
+            except PinFactoryError as exc:
+                # the node keeps running: every pin answers GPIO_UNAVAILABLE with this code and fix
+                no_driver = f"{exc} (fix: {exc.fix})"
+                log.error("gpio: no pin driver, %d pin(s) unavailable: %s", len(pins), no_driver)
         for name, cfg in pins.items():
-            handle = PinHandle(name, cfg, self.factory, self._edge_from_thread)
+            handle = PinHandle(name, cfg, self.factory, self._edge_from_thread, error=no_driver)
             self.pins[name] = handle
             if not cfg.is_output and handle.device is not None:
                 try:
