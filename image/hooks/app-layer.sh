@@ -98,7 +98,7 @@ grep -q '^ROOTPART=LABEL=rootfs' "$R/etc/default/raspi-firmware" 2>/dev/null \
 
 systemctl --root="$R" enable -q systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
   ssh.service edgeclaw-ssh-hostkeys.service edgeclaw.service edgeclaw-firstboot.service \
-  edgeclaw-growroot.service edgeclaw-run.socket
+  edgeclaw-growroot.service edgeclaw-notice.service edgeclaw-run.socket
 # the D-Bus wpa_supplicant is not how Wi-Fi is set up here (wpa_supplicant@wlan0 from first boot)
 systemctl --root="$R" disable -q wpa_supplicant.service 2>/dev/null || true
 : > "$R/etc/machine-id"
