@@ -111,6 +111,12 @@ def test_image_artifacts(built: Built) -> None:
     watchdog = (r / "etc/systemd/system.conf.d/edgeclaw-watchdog.conf").read_text()
     found = re.search(r"^RuntimeWatchdogSec=(\d+)$", watchdog, re.M)
     assert found and 0 < int(found.group(1)) <= 15, watchdog
+    # <hostname>.local from the LAN: resolved's own mDNS responder, on globally and on each link type
+    resolved = (r / "etc/systemd/resolved.conf.d/edgeclaw-mdns.conf").read_text()
+    assert re.search(r"^\[Resolve\]$(?:.|\n)*^MulticastDNS=yes$", resolved, re.M), resolved
+    for network in sorted((r / "etc/systemd/network").glob("*.network")):
+        assert re.search(r"^MulticastDNS=yes$", network.read_text(), re.M), f"{network.name}: no mDNS"
+    assert not (r / "usr/sbin/avahi-daemon").exists()
     sshd = (r / "etc/ssh/sshd_config.d/edgeclaw.conf").read_text()
     assert "PasswordAuthentication no" in sshd and "KbdInteractiveAuthentication no" in sshd
     assert not list((r / "etc/ssh").glob("ssh_host_*")), "SSH host keys baked into the image"
@@ -350,6 +356,7 @@ p edgeclaw "$(systemctl is-active edgeclaw.service)"
 p growroot "$(systemctl is-active edgeclaw-growroot.service)"
 p volatile "$(/usr/local/sbin/edgeclaw-volatile status | head -n 1 | tr ' ;' '_,')"
 p volatile_on "$(/usr/local/sbin/edgeclaw-volatile on | tr ' ' _)"
+p mdns "$(resolvectl status --no-pager 2>&1 | sed -n 's/^ *Protocols: //p' | head -n 1 | tr ' ' ,)"
 p failed "$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}' | tr '\n' ',')"
 p done yes
 systemctl poweroff --no-block
@@ -431,6 +438,8 @@ def test_qemu_read_only_root_keeps_node_state_and_grows_root(
     assert first["token"] != "missing" and first["identity"] != "missing", diag
     assert first["hostname"] == "volatile-pi" and first["edgeclaw"] == "active", diag
     assert first["growroot"] == "active", diag
+    # systemd-resolved's mDNS responder is on (the card's resolved.conf.d); links opt in by .network
+    assert "+mDNS" in first.get("mdns", "").split(","), diag
     assert int(first["lower_mib"]) * MiB > fs_before + 900 * MiB, diag
     second, text2, t2 = probe_boot(disk, boot, tmp_path, "boot2")
     diag = f"boot 1: {first}\nboot 2: {second}\n{text2[-4000:]}"
