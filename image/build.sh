@@ -38,10 +38,16 @@ field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 WHEEL=$(field wheel); HOUSE=$(field wheelhouse); VERSION=$(field version)
 REQS=$OUT/wheel/requirements.txt
 python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["requirements"]))' "$REL_JSON" > "$REQS"
+step "wheels"
+# dependencies PyPI has no aarch64 wheel of for the card's Python (lgpio): compiled in an arm64 copy of
+# the base, cached by sdist and base
+for sdist in "$HOUSE"/native/*.tar.gz; do
+  if [ -e "$sdist" ]; then "$IMAGE_DIR/native-wheel.sh" "$BASE" "$sdist" "$HOUSE"; fi
+done
+step "native wheels"
 # the venv's dependency layer: cached by the base it is built on, the wheelhouse and the requirements
 VENV_KEY=$( { basename "$BASE"; basename "$HOUSE"; ls "$HOUSE"; cat "$REQS"; echo venv-layer-1; } | sha256sum | cut -c1-16)
 VENV_LAYER=$CACHE/image-venv-$VENV_KEY.tar.zst
-step "wheels"
 
 # 3. stage the root filesystem
 WORK=$OUT/work

@@ -51,7 +51,7 @@ say "EdgeClaw wheel installed, $(( $(date +%s) - t )) s"
 # the smoke check: the arm64 interpreter imports it and the dependencies resolve
 t=$(date +%s)
 in_root "$VENV/bin/edgeclaw" --version >&2
-in_root "$VENV/bin/python3" -c "import edgeclaw.cli, edgeclaw.firstboot, uvloop, nacl.signing, yaml, websockets"
+in_root "$VENV/bin/python3" -c "import edgeclaw.cli, edgeclaw.firstboot, uvloop, nacl.signing, yaml, websockets, gpiozero, lgpio"
 say "import check under qemu-user, $(( $(date +%s) - t )) s"
 
 # units and their companions, as systemd/ documents their installed paths
