@@ -47,6 +47,13 @@ if [ $rc -eq 2 ]; then
 elif [ $rc -ne 0 ]; then
   exit $rc
 fi
+# byte-compiled by the card's own interpreter when the host's CPython is another version (a Debian 12
+# host has 3.11, trixie's venv 3.13; install_wheel.py then skips it): .pyc files are per version
+SP=$(cd "$R" && ls -d ."$VENV"/lib/python3*/site-packages | cut -c2-)
+PYTAG=$(basename "$(dirname "$SP")" | tr -d 'python.')
+if ! ls "$R$SP"/edgeclaw/__pycache__/cli.cpython-"$PYTAG".pyc >/dev/null 2>&1; then
+  in_root "$VENV/bin/python3" -m compileall -q "$SP/edgeclaw" >&2
+fi
 say "EdgeClaw wheel installed, $(( $(date +%s) - t )) s"
 # the smoke check: the arm64 interpreter imports it and the dependencies resolve
 t=$(date +%s)

@@ -149,7 +149,14 @@ def test_image_artifacts(built: Built) -> None:
     assert (wants / "multi-user.target.wants/edgeclaw-growroot.service").is_symlink()
     # EdgeClaw's own wheel was installed from the host: a console script for the venv, byte-compiled
     assert (r / "opt/edgeclaw/venv/bin/edgeclaw").read_text().startswith("#!/opt/edgeclaw/venv/bin/python3\n")
-    assert list(r.glob("opt/edgeclaw/venv/lib/python3*/site-packages/edgeclaw/__pycache__/cli.*.pyc"))
+    # (by the card's CPython version: a .pyc of another version is never used)
+    (libdir,) = r.glob("opt/edgeclaw/venv/lib/python3*")
+    tag = libdir.name.removeprefix("python").replace(".", "")
+    assert (libdir / f"site-packages/edgeclaw/__pycache__/cli.cpython-{tag}.pyc").exists()
+    # the GPIO stack gpiozero prefers on current kernels: lgpio, compiled for the card's CPython
+    assert list(libdir.glob(f"site-packages/_lgpio.cpython-{tag}-aarch64-linux-gnu.so")), (
+        "no lgpio in the venv"
+    )
     # no manuals or translations on the card (dpkg path-exclude), copyright files kept
     assert not list(r.glob("usr/share/man/man1/*")) and (r / "usr/share/doc/systemd/copyright").exists()
 
