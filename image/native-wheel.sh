@@ -12,9 +12,13 @@ BASE=$1 SDIST=$2 HOUSE=$3
 [ -s "$BASE" ] && [ -s "$SDIST" ] && [ -d "$HOUSE" ] || die "usage: $0 BASE_TARBALL SDIST WHEELHOUSE"
 KEY=$( { sha256sum < "$SDIST" | cut -c1-64; basename "$BASE"; echo native-wheel-1; } | sha256sum | cut -c1-16)
 DONE=$CACHE/image-native-wheel-$KEY
+mkdir -p "$CACHE"
+# one builder per key: a second build (another worktree, a CI run) waits and then takes the cache
+exec 9>"$DONE.lock"
+flock 9
 if ls "$DONE"/*.whl >/dev/null 2>&1; then
   cp "$DONE"/*.whl "$HOUSE/"
-  log "$(basename "$SDIST"): cached wheel $(cd "$DONE" && ls ./*.whl | tr -d './')"
+  log "$(basename "$SDIST"): cached wheel $(cd "$DONE" && ls -- *.whl)"
   exit 0
 fi
 T=$(mktemp -d "$CACHE/.native-wheel.tmp.$$.XXXX")
@@ -32,13 +36,13 @@ in_throwaway() {  # a private mount namespace: /proc, /sys, /dev for apt and the
 }
 retry in_throwaway timeout 600 apt-get -qq update >&2
 retry in_throwaway timeout 1800 apt-get -qq install -y --no-install-recommends \
-  build-essential swig python3-dev python3-setuptools >/dev/null
+  build-essential swig python3-dev python3-setuptools python3-wheel >/dev/null
 t1=$(date +%s)
 name=$(basename "$SDIST" .tar.gz)
 in_throwaway sh -c "cd /tmp && tar xzf '$name.tar.gz' && cd '$name' && PYPI=1 python3 setup.py -q bdist_wheel -d /tmp/wheel" >&2
 whl=$(ls "$T/root/tmp/wheel/"*.whl)
 # the wheel must carry an aarch64 extension module for the base's CPython
 python3 -c 'import sys, zipfile; sys.exit(not any(n.endswith("-aarch64-linux-gnu.so") for n in zipfile.ZipFile(sys.argv[1]).namelist()))' "$whl" || die "$(basename "$whl"): no aarch64 extension inside"
-mkdir -p "$DONE.tmp.$$" && cp "$whl" "$DONE.tmp.$$/" && rm -rf "$DONE" && mv "$DONE.tmp.$$" "$DONE"
+rm -rf "$DONE" "$DONE.tmp.$$" && mkdir -p "$DONE.tmp.$$" && cp "$whl" "$DONE.tmp.$$/" && mv -T "$DONE.tmp.$$" "$DONE"
 cp "$whl" "$HOUSE/"
 log "$(basename "$whl"): compiled under qemu-user in $(( $(date +%s) - t0 )) s (toolchain $(( t1 - t0 )) s)"
