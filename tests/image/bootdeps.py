@@ -107,6 +107,8 @@ class Kernel:
         info = moddir / "modules.builtin.modinfo"
         for entry in info.read_bytes().split(b"\0") if info.exists() else []:
             key, _, value = entry.decode(errors="replace").partition("=")
+            if "." in key:  # bool drivers (not in modules.builtin) still leave their modinfo here
+                builtin.add(key.split(".", 1)[0])
             if key.endswith(".alias") and value.startswith("of:"):
                 builtin_aliases.append((value, key.removesuffix(".alias")))
         deps = {}
