@@ -296,15 +296,16 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
         t_first = time.monotonic() - t0
         ready = wait_console(
             console,
-            r"edgeclaw\.service: Got notification message from PID \d+ \([^)]*READY=1[^)]*\)",
+            # systemd 252 wrote "from PID N (READY=1, …)", trixie's 257 writes "from PID N: READY=1, …"
+            r"edgeclaw\.service: Got notification message from PID \d+(?: \(|: )[^)\n]*READY=1",
             300,
             proc,
         )
         t_ready = time.monotonic() - t0
         status = wait_console(
             console,
-            r"edgeclaw\.service: Got notification message from PID \d+ "
-            r"\([^)]*STATUS=((?:connecting|gateway unreachable)[^)]*192\.168\.1\.250[^)]*)\)",
+            r"edgeclaw\.service: Got notification message from PID \d+(?: \(|: )"
+            r"[^)\n]*STATUS=((?:connecting|gateway unreachable)[^)\n]*192\.168\.1\.250[^)\n\x1b]*)",
             120,
             proc,
         )
