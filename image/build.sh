@@ -38,10 +38,16 @@ field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 WHEEL=$(field wheel); HOUSE=$(field wheelhouse); VERSION=$(field version)
 REQS=$OUT/wheel/requirements.txt
 python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["requirements"]))' "$REL_JSON" > "$REQS"
+step "wheels"
+# dependencies PyPI has no aarch64 wheel of for the card's Python (lgpio): compiled in an arm64 copy of
+# the base, cached by sdist and base
+for sdist in "$HOUSE"/native/*.tar.gz; do
+  if [ -e "$sdist" ]; then "$IMAGE_DIR/native-wheel.sh" "$BASE" "$sdist" "$HOUSE"; fi
+done
+step "native wheels"
 # the venv's dependency layer: cached by the base it is built on, the wheelhouse and the requirements
 VENV_KEY=$( { basename "$BASE"; basename "$HOUSE"; ls "$HOUSE"; cat "$REQS"; echo venv-layer-1; } | sha256sum | cut -c1-16)
 VENV_LAYER=$CACHE/image-venv-$VENV_KEY.tar.zst
-step "wheels"
 
 # 3. stage the root filesystem
 WORK=$OUT/work
@@ -54,6 +60,19 @@ done
 mkdir -p "$ROOTFS"
 tar -C "$ROOTFS" --zstd -xpf "$BASE" --numeric-owner --xattrs --xattrs-include='*'
 step "extract base"
+
+# The card's MBR disk identifier, which names both partitions (PARTUUID=<id>-01/-02): the root spec
+# in cmdline.txt, fstab and raspi-firmware's ROOTPART. Random per build, so a Raspberry Pi OS disk on
+# the same board (its root is labelled "rootfs" too) is never taken for this card's root; derived
+# from the image name under SNAPSHOT= (a reproducible build stays byte-for-byte reproducible).
+if [ -n "$SNAPSHOT" ]; then
+  DISK_ID=$(printf '%s' "edgeclaw-$VERSION-$SUITE-$ARCH" | sha256sum | cut -c1-8)
+else
+  DISK_ID=00000000
+  while [ "$DISK_ID" = 00000000 ]; do DISK_ID=$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n'); done
+fi
+ROOT_SPEC=PARTUUID=$DISK_ID-02
+export EDGECLAW_DISK_ID=$DISK_ID
 
 # 4. the app layer
 [ -s "$VENV_LAYER" ] && step_name="app layer" || step_name="app layer (+venv deps)"
@@ -71,7 +90,7 @@ mkdir -p "$FAT"
 cp -a "$ROOTFS/boot/firmware/." "$FAT/"
 find "$ROOTFS/boot/firmware" -mindepth 1 -delete
 install -m 0644 "$IMAGE_DIR/edgeclaw.yaml.example" "$FAT/edgeclaw.yaml.example"
-grep -q 'root=LABEL=rootfs .*rootwait' "$FAT/cmdline.txt" || die "cmdline.txt does not boot LABEL=rootfs: $(cat "$FAT/cmdline.txt")"
+grep -q "root=$ROOT_SPEC .*rootwait" "$FAT/cmdline.txt" || die "cmdline.txt does not boot $ROOT_SPEC: $(cat "$FAT/cmdline.txt")"
 rm -f "$WORK/boot.img"
 mkfs.vfat -C -F 32 -n RASPIFIRM "$WORK/boot.img" $(( BOOT_MB * 1024 )) >/dev/null
 mcopy -s -p -m -i "$WORK/boot.img" "$FAT"/* ::
@@ -88,7 +107,7 @@ rm -f "$IMG"
 truncate -s $(( (4 + BOOT_MB + ROOT_MB) * 1024 * 1024 )) "$IMG"
 sfdisk -q "$IMG" <<EOF
 label: dos
-label-id: 0x$(printf '%s' "$NAME" | sha256sum | cut -c1-8)
+label-id: 0x$DISK_ID
 unit: sectors
 start=$(( 4 * 2048 )), size=$(( BOOT_MB * 2048 )), type=c, bootable
 start=$(( (4 + BOOT_MB) * 2048 )), size=$(( ROOT_MB * 2048 )), type=83

@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
-"""EdgeClaw's wheel plus an aarch64 (glibc 2.36, CPython 3.11 = bookworm) wheelhouse of its
+"""EdgeClaw's wheel plus an aarch64 (glibc 2.41, CPython 3.13 = trixie) wheelhouse of its
 dependencies, for `pip install --no-index` inside the image's arm64 root.
+
+A dependency with no aarch64 wheel for that Python that is not pure Python either (lgpio: PyPI has
+cp39-cp312 wheels only) is left as its sdist in WHEELHOUSE/native/; image/native-wheel.sh compiles it
+inside an arm64 copy of the base and puts the wheel beside the others. Environment markers are
+evaluated for the card (Linux aarch64), not for this host.
 
 The dependency wheelhouse is cached by the dependency list, so a build that only changes EdgeClaw
 re-downloads nothing; EdgeClaw's own (pure Python) wheel is built every time (a few seconds).
@@ -21,8 +26,26 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-PYVER = "3.11"
-PLATFORMS = [f"manylinux_2_{m}_aarch64" for m in range(36, 16, -1)] + ["manylinux2014_aarch64", "linux_aarch64"]
+PYVER = "3.13"
+ABI = "cp313"
+PLATFORMS = [f"manylinux_2_{m}_aarch64" for m in range(41, 16, -1)] + ["manylinux2014_aarch64", "linux_aarch64"]
+# what the card's pip sees when it evaluates markers (`platform_machine == 'aarch64'`…)
+TARGET_ENV = {"platform_machine": "aarch64", "sys_platform": "linux", "platform_system": "Linux",
+              "os_name": "posix", "python_version": PYVER, "python_full_version": f"{PYVER}.5",
+              "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}  # fmt: skip
+
+
+def for_target(requirements: list[str]) -> list[str]:
+    """The requirements that apply on the card, markers removed (pip download would judge them by
+    this x86 host and silently drop an ARM-only dependency such as lgpio)."""
+    from pip._vendor.packaging.requirements import Requirement  # the host pip's own parser
+
+    out = []
+    for text in requirements:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate(TARGET_ENV):
+            out.append(f"{req.name}{req.specifier}")
+    return out
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -33,27 +56,37 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def download(requirements: list[str], dest: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
-           "--python-version", PYVER, "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none"]  # fmt: skip
+    base = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
+            "--python-version", PYVER, "--implementation", "cp", "--abi", ABI, "--abi", "abi3", "--abi", "none"]  # fmt: skip
     for tag in PLATFORMS:
-        cmd += ["--platform", tag]
-    cmd += ["--platform", "any", "--find-links", str(dest), *requirements]
+        base += ["--platform", tag]
+    base += ["--platform", "any", "--find-links", str(dest)]
+    native: set[str] = set()  # names whose sdist goes to dest/native/ (compiled in an arm64 root)
     for _ in range(10):
-        proc = run(cmd)
+        wanted = [r for r in requirements if re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() not in native]
+        proc = run([*base, *wanted])
         if proc.returncode == 0:
             return
         missing = re.search(r"No matching distribution found for (\S+)", proc.stderr)
         if not missing:
             break
-        # published only as an sdist (sdnotify): build it here, accept it only if it is pure Python
+        name = re.split(r"[<>=!~ ;\[]", missing.group(1), maxsplit=1)[0].lower()
+        # published only as an sdist (sdnotify): build it here, and keep it if it is pure Python
         with tempfile.TemporaryDirectory() as tmp:
             built = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-binary", ":all:",
                          "-w", tmp, missing.group(1)])  # fmt: skip
             wheels = list(Path(tmp).glob("*.whl"))
-            if built.returncode != 0 or not wheels or not all(w.name.endswith("-none-any.whl") for w in wheels):
-                raise SystemExit(f"{missing.group(1)}: no aarch64 wheel and not pure Python\n{built.stderr[-2000:]}")
-            for w in wheels:
-                shutil.move(str(w), dest / w.name)
+            if built.returncode == 0 and wheels and all(w.name.endswith("-none-any.whl") for w in wheels):
+                for w in wheels:
+                    shutil.move(str(w), dest / w.name)
+                continue
+        # compiled code with no wheel for the card's Python: its sdist, for image/native-wheel.sh
+        (dest / "native").mkdir(exist_ok=True)
+        got = run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                   "-d", str(dest / "native"), missing.group(1)])  # fmt: skip
+        if got.returncode != 0:
+            raise SystemExit(f"{missing.group(1)}: no aarch64 wheel and no sdist\n{got.stderr[-2000:]}")
+        native.add(name)
     raise SystemExit(f"pip download failed:\n{proc.stderr[-3000:]}")
 
 
@@ -84,12 +117,12 @@ def main() -> int:
     reqs = list(project.get("dependencies", [])) + [
         r for k in extras for r in project["optional-dependencies"][k]
     ]
-    key = hashlib.sha256(json.dumps([reqs, PYVER, PLATFORMS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([reqs, PYVER, ABI, PLATFORMS]).encode()).hexdigest()[:16]
     house = Path(args.cache) / f"image-wheelhouse-{key}"
     if not (house / ".complete").exists():
         shutil.rmtree(house, ignore_errors=True)
         house.mkdir(parents=True)
-        download(reqs, house)
+        download(for_target(reqs), house)
         (house / ".complete").touch()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

@@ -47,11 +47,18 @@ if [ $rc -eq 2 ]; then
 elif [ $rc -ne 0 ]; then
   exit $rc
 fi
+# byte-compiled by the card's own interpreter when the host's CPython is another version (a Debian 12
+# host has 3.11, trixie's venv 3.13; install_wheel.py then skips it): .pyc files are per version
+SP=$(cd "$R" && ls -d ."$VENV"/lib/python3*/site-packages | cut -c2-)
+PYTAG=$(basename "$(dirname "$SP")" | tr -d 'python.')
+if ! ls "$R$SP"/edgeclaw/__pycache__/cli.cpython-"$PYTAG".pyc >/dev/null 2>&1; then
+  in_root "$VENV/bin/python3" -m compileall -q "$SP/edgeclaw" >&2
+fi
 say "EdgeClaw wheel installed, $(( $(date +%s) - t )) s"
 # the smoke check: the arm64 interpreter imports it and the dependencies resolve
 t=$(date +%s)
 in_root "$VENV/bin/edgeclaw" --version >&2
-in_root "$VENV/bin/python3" -c "import edgeclaw.cli, edgeclaw.firstboot, uvloop, nacl.signing, yaml, websockets"
+in_root "$VENV/bin/python3" -c "import edgeclaw.cli, edgeclaw.firstboot, uvloop, nacl.signing, yaml, websockets, gpiozero, lgpio"
 say "import check under qemu-user, $(( $(date +%s) - t )) s"
 
 # units and their companions, as systemd/ documents their installed paths
@@ -66,6 +73,15 @@ ln -sfn "$VENV/bin/edgeclaw" "$R/usr/local/bin/edgeclaw"
 # the image's own files (first boot, growroot, read-only root, network, SSH, journald, fstab, hostname)
 cp -a --no-preserve=ownership "$HERE/rootfs/." "$R/"
 install -D -m 0644 "$HERE/edgeclaw.yaml.example" "$R/usr/share/doc/edgeclaw/edgeclaw.yaml.example"
+# Wi-Fi firmware Debian does not package: the Zero 2 W's BCM43436/43436s/43430b0 radios, from
+# Raspberry Pi's firmware-nonfree (image/firmware/README.md), beside their licences. Debian's own
+# files are never replaced, only the missing ones added.
+mkdir -p "$R/usr/lib/firmware/brcm" "$R/usr/share/doc/edgeclaw/firmware"
+for fw in "$HERE"/firmware/brcm/*; do
+  [ -e "$R/usr/lib/firmware/brcm/${fw##*/}" ] || [ -L "$R/usr/lib/firmware/brcm/${fw##*/}" ] \
+    || cp -P --no-preserve=ownership "$fw" "$R/usr/lib/firmware/brcm/"
+done
+install -m 0644 "$HERE"/firmware/LICENCE.* "$HERE/firmware/README.md" "$R/usr/share/doc/edgeclaw/firmware/"
 mkdir -p "$R/etc/edgeclaw" "$R/var/lib/edgeclaw"
 chmod 0700 "$R/var/lib/edgeclaw"
 
@@ -92,9 +108,19 @@ systemd-sysusers --root="$R" >/dev/null
 systemd-tmpfiles --root="$R" --create /usr/lib/tmpfiles.d/edgeclaw.conf >/dev/null 2>&1 || true
 # keys only: no password for anyone
 in_root passwd -l root >/dev/null
-# raspi-firmware regenerates cmdline.txt on kernel upgrades: keep it on the root label
-grep -q '^ROOTPART=LABEL=rootfs' "$R/etc/default/raspi-firmware" 2>/dev/null \
-  || echo 'ROOTPART=LABEL=rootfs' >> "$R/etc/default/raspi-firmware"
+# The root spec: PARTUUID of this card's second partition (build.sh picks the disk identifier), in
+# cmdline.txt now, in raspi-firmware's ROOTPART so a kernel upgrade's regenerated cmdline.txt keeps it,
+# and in fstab (both partitions). Never LABEL=rootfs: Raspberry Pi OS labels its root the same, and a
+# second disk with it (a USB SSD on the same board) could become this card's root.
+ID=${EDGECLAW_DISK_ID:?build.sh sets the disk identifier}
+case $ID in [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) ;; *) echo "bad disk id $ID" >&2; exit 1 ;; esac
+SPEC=PARTUUID=$ID-02
+sed -i '/^ROOTPART=/d' "$R/etc/default/raspi-firmware"
+echo "ROOTPART=$SPEC" >> "$R/etc/default/raspi-firmware"
+sed -i -E "s|(^\| )root=[^ ]*|\1root=$SPEC|" "$R/boot/firmware/cmdline.txt"
+sed -i "s|@DISK_ID@|$ID|g" "$R/etc/fstab"
+grep -q "root=$SPEC " "$R/boot/firmware/cmdline.txt" || { echo "cmdline.txt: no root=$SPEC" >&2; exit 1; }
+if grep -q '@DISK_ID@\|LABEL=rootfs' "$R/etc/fstab"; then echo "fstab still names the root by label" >&2; exit 1; fi
 
 systemctl --root="$R" enable -q systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
   ssh.service edgeclaw-ssh-hostkeys.service edgeclaw.service edgeclaw-firstboot.service \

@@ -17,100 +17,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-MiB = 1024 * 1024
+from tests.image.bootdeps import initramfs_members
+from tests.image.conftest import REPO, Built, MiB, report
+
 TOKEN = "qemu-test-token-5f3a9c"
 GATEWAY = "ws://192.168.1.250:18789"  # never reached: the guest has no network device
-HOST_TOOLS = [
-    ("qemu-system-arm", "qemu-system-aarch64"),
-    ("systemd-container", "systemd-nspawn"),
-    ("mtools", "mcopy"),
-]
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd3BTA0tGRBNdDU0GJ8vHzwzYVbMp1ZRDHgp3hxLfyi ci@test"
-
-
-@dataclass
-class Built:
-    out: Path
-    image: Path
-    rootfs: Path
-    manifest: dict
-    log: str
-    seconds: float
-
-    @property
-    def boot_offset(self) -> int:
-        return 4 * MiB
-
-
-def report(request: pytest.FixtureRequest, text: str) -> None:
-    """Timings belong in the test output even when everything passes (printed by conftest.py)."""
-    from tests.image.conftest import TIMINGS
-
-    TIMINGS.append(text)
-
-
-@pytest.fixture(scope="session")
-def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    if os.geteuid() != 0:
-        pytest.fail("the image tier needs root (mmdebstrap, chroot, binfmt, nspawn)")
-    missing = [pkg for pkg, tool in HOST_TOOLS if shutil.which(tool) is None]
-    if missing:  # the build installs its own tools; the boots need these too
-        subprocess.run(["apt-get", "update", "-qq"], timeout=600, check=False, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-            timeout=900,
-            check=True,
-            capture_output=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    prebuilt = os.environ.get("EDGECLAW_IMAGE_PREBUILT")  # iterate on the boot tests without rebuilding
-    out = Path(prebuilt or os.environ.get("EDGECLAW_IMAGE_OUT") or tmp_path_factory.mktemp("image"))
-    t0 = time.monotonic()
-    if prebuilt:
-        log = f"(prebuilt image in {out})\n{(out / 'edgeclaw.img').resolve()}"
-        stdout = log
-    else:
-        proc = subprocess.run(
-            [str(REPO / "image/build.sh"), "--out", str(out)],
-            capture_output=True,
-            text=True,
-            timeout=3000,  # a cold base rootfs under qemu-user took 32 min on 2 busy cores
-            check=False,
-        )
-        log, stdout = proc.stdout + proc.stderr, proc.stdout
-        assert proc.returncode == 0, log[-6000:]
-    seconds = time.monotonic() - t0
-    timings = (
-        stdout[stdout.find("== image build timings") :]
-        if "== image build timings" in stdout
-        else stdout[:200]
-    )
-    report(request, f"\n{timings.strip()}\n(build wall clock {seconds:.0f} s)")
-    image = Path(stdout.strip().splitlines()[-1])
-    yield Built(
-        out=out,
-        image=image,
-        rootfs=out / "work/rootfs",
-        manifest=json.loads((out / "edgeclaw.manifest.json").read_text()),
-        log=log,
-        seconds=seconds,
-    )
-    if not (prebuilt or os.environ.get("EDGECLAW_IMAGE_OUT")):
-        shutil.rmtree(out, ignore_errors=True)
 
 
 def sh(*cmd: str, timeout: float = 120) -> str:
@@ -127,22 +49,6 @@ def partitions(image: Path) -> list[dict]:
     return list(json.loads(sh("sfdisk", "--json", str(image)))["partitiontable"]["partitions"])
 
 
-def cpio_names(data: bytes) -> set[str]:
-    """The member names of a newc cpio archive (an initramfs), without a cpio binary."""
-    names: set[str] = set()
-    pos = 0
-    while pos + 110 <= len(data) and data[pos : pos + 6] in (b"070701", b"070702"):
-        size = int(data[pos + 54 : pos + 62], 16)
-        namesize = int(data[pos + 94 : pos + 102], 16)
-        name = data[pos + 110 : pos + 110 + namesize - 1].decode(errors="replace")
-        if name == "TRAILER!!!":
-            break
-        names.add(name.removeprefix("./"))
-        pos = (pos + 110 + namesize + 3) & ~3
-        pos = (pos + size + 3) & ~3
-    return names
-
-
 @pytest.mark.timeout(3300)  # includes the build (cold: the base rootfs under qemu-user)
 def test_image_artifacts(built: Built) -> None:
     name = built.image.name
@@ -151,7 +57,7 @@ def test_image_artifacts(built: Built) -> None:
     sh("sh", "-c", f"cd {built.out} && sha256sum -c {name}.zst.sha256 {name}.sha256")
     m = built.manifest
     assert re.match(r"^\d+\.\d+\.\d+.*-[0-9a-f]{12}$", m["edgeclaw"])
-    assert m["built"] and m["arch"] == "arm64" and m["suite"] == "bookworm"
+    assert m["built"] and m["arch"] == "arm64" and m["suite"] == "trixie"
     for pkg in ("linux-image-arm64", "raspi-firmware", "firmware-brcm80211", "systemd", "wpasupplicant",
                 "openssh-server", "python3"):  # fmt: skip
         assert pkg in m["debian"], pkg
@@ -176,8 +82,19 @@ def test_image_artifacts(built: Built) -> None:
     assert any(n.startswith("vmlinuz-") for n in names) and any(n.startswith("initrd.img-") for n in names)
     config_txt = sh("mtype", "-i", f"{built.image}@@{4 * MiB}", "::config.txt")
     assert "arm_64bit=1" in config_txt and "upstream_kernel=1" in config_txt
+    # the root by PARTUUID of this card's own disk identifier (random per build), never by a label a
+    # Raspberry Pi OS disk on the same board also carries ("rootfs"); the same in fstab, and in
+    # raspi-firmware's ROOTPART so a kernel upgrade's new cmdline.txt keeps it
+    disk_id = json.loads(sh("sfdisk", "--json", str(built.image)))["partitiontable"]["id"].removeprefix("0x")
+    assert re.fullmatch(r"[0-9a-f]{8}", disk_id) and disk_id != "00000000", disk_id
     cmdline = sh("mtype", "-i", f"{built.image}@@{4 * MiB}", "::cmdline.txt")
-    assert "root=LABEL=rootfs" in cmdline and "rootwait" in cmdline
+    assert card_root_spec(built.image) == f"PARTUUID={disk_id}-02", cmdline
+    assert "LABEL=" not in cmdline and "rootwait" in cmdline, cmdline
+    fstab = [line.split() for line in (built.rootfs / "etc/fstab").read_text().splitlines()]
+    mounts = {f[1]: f[0] for f in fstab if f and not f[0].startswith("#")}
+    assert mounts == {"/": f"PARTUUID={disk_id}-02", "/boot/firmware": f"PARTUUID={disk_id}-01"}, mounts
+    raspi = (built.rootfs / "etc/default/raspi-firmware").read_text()
+    assert re.findall(r"^ROOTPART=(.*)$", raspi, re.M) == [f"PARTUUID={disk_id}-02"], raspi
     # ext4 root, labelled, read from its superblock
     with open(built.image, "rb") as fh:
         fh.seek(parts[1]["start"] * 512 + 1024)
@@ -194,6 +111,12 @@ def test_image_artifacts(built: Built) -> None:
     watchdog = (r / "etc/systemd/system.conf.d/edgeclaw-watchdog.conf").read_text()
     found = re.search(r"^RuntimeWatchdogSec=(\d+)$", watchdog, re.M)
     assert found and 0 < int(found.group(1)) <= 15, watchdog
+    # <hostname>.local from the LAN: resolved's own mDNS responder, on globally and on each link type
+    resolved = (r / "etc/systemd/resolved.conf.d/edgeclaw-mdns.conf").read_text()
+    assert re.search(r"^\[Resolve\]$(?:.|\n)*^MulticastDNS=yes$", resolved, re.M), resolved
+    for network in sorted((r / "etc/systemd/network").glob("*.network")):
+        assert re.search(r"^MulticastDNS=yes$", network.read_text(), re.M), f"{network.name}: no mDNS"
+    assert not (r / "usr/sbin/avahi-daemon").exists()
     sshd = (r / "etc/ssh/sshd_config.d/edgeclaw.conf").read_text()
     assert "PasswordAuthentication no" in sshd and "KbdInteractiveAuthentication no" in sshd
     assert not list((r / "etc/ssh").glob("ssh_host_*")), "SSH host keys baked into the image"
@@ -217,19 +140,23 @@ def test_image_artifacts(built: Built) -> None:
     # the read-only root's script is in the initramfs, the same as in the repository
     script = "etc/initramfs-tools/scripts/local-bottom/edgeclaw-volatile"
     assert (r / script).read_bytes() == (REPO / "image/initramfs/edgeclaw-volatile").read_bytes()
-    data = subprocess.run(
-        ["zstd", "-dc", str(initrds[0])], capture_output=True, timeout=300, check=True
-    ).stdout
-    listing = cpio_names(data)
+    listing = set(initramfs_members(initrds[0]))  # an early uncompressed cpio may come first
     assert "scripts/local-bottom/edgeclaw-volatile" in listing, sorted(n for n in listing if "scripts/" in n)
-    assert any(n.endswith("/overlay.ko") for n in listing)
+    assert any(re.search(r"/overlay\.ko(\.xz|\.zst)?$", n) for n in listing)  # trixie compresses modules
     # growing the root on first boot: the tools and the enabled unit
     assert (r / "usr/bin/growpart").exists() and (r / "usr/sbin/resize2fs").exists()
     assert (r / "sbin/sfdisk").exists() or (r / "usr/sbin/sfdisk").exists()
     assert (wants / "multi-user.target.wants/edgeclaw-growroot.service").is_symlink()
     # EdgeClaw's own wheel was installed from the host: a console script for the venv, byte-compiled
     assert (r / "opt/edgeclaw/venv/bin/edgeclaw").read_text().startswith("#!/opt/edgeclaw/venv/bin/python3\n")
-    assert list(r.glob("opt/edgeclaw/venv/lib/python3*/site-packages/edgeclaw/__pycache__/cli.*.pyc"))
+    # (by the card's CPython version: a .pyc of another version is never used)
+    (libdir,) = r.glob("opt/edgeclaw/venv/lib/python3*")
+    tag = libdir.name.removeprefix("python").replace(".", "")
+    assert (libdir / f"site-packages/edgeclaw/__pycache__/cli.cpython-{tag}.pyc").exists()
+    # the GPIO stack gpiozero prefers on current kernels: lgpio, compiled for the card's CPython
+    assert list(libdir.glob(f"site-packages/_lgpio.cpython-{tag}-aarch64-linux-gnu.so")), (
+        "no lgpio in the venv"
+    )
     # no manuals or translations on the card (dpkg path-exclude), copyright files kept
     assert not list(r.glob("usr/share/man/man1/*")) and (r / "usr/share/doc/systemd/copyright").exists()
 
@@ -274,15 +201,24 @@ def boot_files(disk: Path, dest: Path) -> tuple[Path, Path]:
     return dest / kernel, dest / initrd
 
 
+def card_root_spec(disk: Path) -> str:
+    """The root= the card's own cmdline.txt names (what a Pi's firmware passes to the kernel)."""
+    cmdline = sh("mtype", "-i", f"{disk}@@{4 * MiB}", "::cmdline.txt")
+    found = re.findall(r"(?:^| )root=(\S+)", cmdline)
+    assert len(found) == 1, f"cmdline.txt names {len(found)} roots: {cmdline!r}"
+    return str(found[0])
+
+
 def start_qemu(
     disk: Path, boot: tuple[Path, Path], console: Path, monitor: Path, append: str
 ) -> subprocess.Popen[bytes]:
+    """Boot the card under -M virt with its own root spec (cmdline.txt) on a virtio disk."""
     cmd = [
         "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
         "-display", "none", "-nic", "none", "-no-reboot", "-serial", f"file:{console}",
         "-monitor", f"unix:{monitor},server,nowait",
         "-kernel", str(boot[0]), "-initrd", str(boot[1]),
-        "-append", f"root=LABEL=rootfs rw rootwait console=ttyAMA0 {append}".strip(),
+        "-append", f"root={card_root_spec(disk)} rw rootwait console=ttyAMA0 {append}".strip(),
         "-drive", f"file={disk},format=raw,if=virtio",
     ]  # fmt: skip
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -360,15 +296,16 @@ def test_qemu_first_boot_consumes_file_and_node_reaches_ready(
         t_first = time.monotonic() - t0
         ready = wait_console(
             console,
-            r"edgeclaw\.service: Got notification message from PID \d+ \([^)]*READY=1[^)]*\)",
+            # systemd 252 wrote "from PID N (READY=1, …)", trixie's 257 writes "from PID N: READY=1, …"
+            r"edgeclaw\.service: Got notification message from PID \d+(?: \(|: )[^)\n]*READY=1",
             300,
             proc,
         )
         t_ready = time.monotonic() - t0
         status = wait_console(
             console,
-            r"edgeclaw\.service: Got notification message from PID \d+ "
-            r"\([^)]*STATUS=((?:connecting|gateway unreachable)[^)]*192\.168\.1\.250[^)]*)\)",
+            r"edgeclaw\.service: Got notification message from PID \d+(?: \(|: )"
+            r"[^)\n]*STATUS=((?:connecting|gateway unreachable)[^)\n]*192\.168\.1\.250[^)\n\x1b]*)",
             120,
             proc,
         )
@@ -427,6 +364,7 @@ p edgeclaw "$(systemctl is-active edgeclaw.service)"
 p growroot "$(systemctl is-active edgeclaw-growroot.service)"
 p volatile "$(/usr/local/sbin/edgeclaw-volatile status | head -n 1 | tr ' ;' '_,')"
 p volatile_on "$(/usr/local/sbin/edgeclaw-volatile on | tr ' ' _)"
+p mdns "$(resolvectl status --no-pager 2>&1 | sed -n 's/^ *Protocols: //p' | head -n 1 | tr ' ' ,)"
 p failed "$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}' | tr '\n' ',')"
 p done yes
 systemctl poweroff --no-block
@@ -508,6 +446,8 @@ def test_qemu_read_only_root_keeps_node_state_and_grows_root(
     assert first["token"] != "missing" and first["identity"] != "missing", diag
     assert first["hostname"] == "volatile-pi" and first["edgeclaw"] == "active", diag
     assert first["growroot"] == "active", diag
+    # systemd-resolved's mDNS responder is on (the card's resolved.conf.d); links opt in by .network
+    assert "+mDNS" in first.get("mdns", "").split(","), diag
     assert int(first["lower_mib"]) * MiB > fs_before + 900 * MiB, diag
     second, text2, t2 = probe_boot(disk, boot, tmp_path, "boot2")
     diag = f"boot 1: {first}\nboot 2: {second}\n{text2[-4000:]}"
@@ -532,7 +472,9 @@ def test_qemu_read_only_root_keeps_node_state_and_grows_root(
     # the FAT partition, the rest of the line kept, and in raspi-firmware's extra cmdline on the card
     assert first["volatile"].startswith("this_boot:_read-only_root"), diag
     cmdline = sh("mtype", "-i", f"{disk}@@{4 * MiB}", "::cmdline.txt")
-    assert cmdline.count("systemd.volatile=overlay") == 1 and "root=LABEL=rootfs" in cmdline, cmdline
+    assert cmdline.count("systemd.volatile=overlay") == 1 and f"root={card_root_spec(disk)} " in cmdline, (
+        cmdline
+    )
     assert len(cmdline.strip().splitlines()) == 1 and cmdline.strip().endswith(" systemd.volatile=overlay"), (
         cmdline
     )
