@@ -12,7 +12,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("image build and boot timings")
         for line in TIMINGS:
             terminalreporter.write_line(line)
-
-
-# The session's card: one build shared by every module of the tier.
-from tests.image.card import built  # noqa: E402, F401

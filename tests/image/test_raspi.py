@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.image.card import REPO, Built, report
+from tests.image.conftest import REPO, Built, report  # the image branch moved `built` there
 
 SAFE_LEVEL = "lo"  # the relay's safe_state: 0, active high
 
