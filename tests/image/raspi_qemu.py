@@ -30,7 +30,8 @@ GUEST_GATEWAY = "10.0.2.100"  # QEMU's user network forwards this guest address 
 GUEST_PORT = 18789
 DISPLAY_NAME = "QEMU Pi Three"
 RELAY_PIN = 17
-PINCTRL_PINS = "/sys/kernel/debug/pinctrl/3f200000.gpio-pinctrl-bcm2835/pins"
+# pinctrl-bcm2835's own report of every pin (function and level), whether a line is requested or not
+PINCTRL_PINS = "/sys/kernel/debug/pinctrl/*bcm2835*/pins"
 RELAY = Path(__file__).with_name("guestfwd_relay.py")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

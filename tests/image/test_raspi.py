@@ -104,9 +104,11 @@ def test_killed_node_leaves_the_relay_at_its_safe_state(raspi: dict[str, Any]) -
     # requested by gpio-safe is what holds it on a real board (not modelled by QEMU 7.2)
     if raspi["persist_param"] in ("absent", "N"):
         assert pin["function"] == "gpio_in", pin
-    assert re.search(r"gpio-safe: set relay \(GPIO17\) to 0", raspi["gpio_safe_journal"]), raspi[
-        "gpio_safe_journal"
-    ]
+    journal = raspi["gpio_safe_journal"]
+    assert re.search(r"gpio-safe: set relay \(GPIO17\) to 0", journal), journal
+    # the same line through gpiolib (libgpiod's gpioget, on cards that ship the gpiod package)
+    if raspi["gpioget"] != "no-gpiod":
+        assert raspi["gpioget"].endswith("=inactive"), raspi["gpioget"]
 
 
 def test_runtime_watchdog_is_configured_and_what_qemu_does_with_it(raspi: dict[str, Any]) -> None:
