@@ -24,6 +24,9 @@ import pytest
 
 from tests.image.conftest import REPO, Built, report  # the image branch moved `built` there
 
+# the first test carries the session's image build (when it has not happened yet) and the boot
+# (bounded by itself: 1000 s); the card's build is bounded in conftest
+pytestmark = pytest.mark.timeout(3600)
 SAFE_LEVEL = "lo"  # the relay's safe_state: 0, active high
 
 
