@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,19 @@ def copy_boot_files(disk: Path, dest: Path) -> dict[str, Path]:
         sh("mcopy", "-o", "-i", fat(disk), f"::{name}", str(dest / name))
         out[key] = dest / name
     return out
+
+
+PI3B_REVISION = 0xA02082  # Raspberry Pi 3 Model B rev 1.2 (Sony UK), the board QEMU's raspi3b models
+
+
+def add_firmware_properties(dtb: Path) -> None:
+    """What the Pi's firmware adds to the device tree before it starts the kernel, and QEMU's -kernel
+    boot does not: /system/linux,revision (the board's revision code). gpiozero's Pi pin factories
+    (lgpio included) read it to know the board; without it they refuse with PinUnknownPi."""
+    if shutil.which("fdtput") is None:  # Debian's device-tree-compiler: a host tool like mtools
+        sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", "device-tree-compiler", timeout=900)
+    sh("fdtput", "-c", "-p", str(dtb), "/system")
+    sh("fdtput", "-t", "x", str(dtb), "/system", "linux,revision", f"{PI3B_REVISION:x}")
 
 
 class Board:
@@ -253,6 +267,7 @@ def main() -> int:
         )
         sh("mcopy", "-i", fat(disk), str(settings), "::edgeclaw.yaml")
         boot = copy_boot_files(disk, work)
+        add_firmware_properties(boot["dtb"])
         cmdline = board_cmdline(disk)
         result["cmdline"] = cmdline
         result["card_cmdline"] = sh("mtype", "-i", fat(disk), "::cmdline.txt").strip()
@@ -285,6 +300,19 @@ def main() -> int:
         timings["edgeclaw_ready"] = marks.seen.get("edgeclaw_ready")
         say(f"node {node_id} connected after {timings['connected']} s")
         result["node_id"] = node_id
+
+        def gpio_declared() -> dict[str, Any] | None:
+            """The gpio capability opens its pins after the first connect; its commands follow."""
+            for node in gw.nodes_status():
+                if node.get("nodeId") == node_id and "gpio.write" in json.dumps(node):
+                    return node
+            return None
+
+        try:
+            result["node_entry"] = wait_for(gpio_declared, 240, interval=5, what="gpio.write declared")
+            timings["gpio_declared"] = round(time.monotonic() - t0, 1)
+        except TimeoutError:
+            result["node_entry"] = [n for n in gw.nodes_status() if n.get("nodeId") == node_id]
         calls = asyncio.run(operator_calls(gw, node_id))
         result["device_info"] = calls["device_info"]
         result["gpio_write"] = calls["gpio_write"]
@@ -322,6 +350,10 @@ def main() -> int:
             "ls -l /dev/watchdog* 2>&1; cat /sys/class/watchdog/watchdog0/identity 2>&1; "
             "systemctl show -p RuntimeWatchdogUSec -p WatchdogDevice; "
             "dmesg | grep -iE 'watchdog|wdt' | tail -n 5"
+        ).strip()
+        result["journal_gpio"] = ssh.run(
+            "journalctl -b -u edgeclaw.service -o short-monotonic --no-pager"
+            " | grep -iE 'gpio|capabilit|withheld|lgpio|pin factory' | tail -n 25 || true"
         ).strip()
         result["failed_units"] = ssh.run("systemctl list-units --state=failed --no-legend --plain").strip()
     except BaseException as exc:

@@ -43,6 +43,7 @@ def raspi(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-5000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    (work / "result.json").write_text(json.dumps(result, indent=1))  # beside console.log, for a look later
     t = result.get("timings", {})
     report(
         request,
