@@ -228,6 +228,9 @@ while [ $i -lt 400 ]; do
 done
 echo "SUBSTATE=$s"
 grep -E '^pin {RELAY_PIN} ' {PINCTRL_PINS}
+# the same line through gpiolib, before the restarted daemon claims it again
+if command -v gpioget >/dev/null; then echo "GPIOGET=$(gpioget --as-is -c gpiochip0 {RELAY_PIN} 2>&1)"
+else echo GPIOGET=no-gpiod; fi
 """
 
 
@@ -331,6 +334,8 @@ def main() -> int:
         ).strip()
         out = ssh.run(KILL_SCRIPT, timeout=150)
         result["kill_output"] = out.strip()
+        got = re.search(r"GPIOGET=(.*)", out)
+        result["gpioget"] = got.group(1).strip() if got else "?"
         sub = re.search(r"SUBSTATE=(\S*)", out)
         result["substate_after_kill"] = sub.group(1) if sub else None
         line = next((x for x in out.splitlines() if x.startswith(f"pin {RELAY_PIN} ")), "")
@@ -342,9 +347,6 @@ def main() -> int:
         }
         result["gpio_safe_journal"] = ssh.run(
             "journalctl -b -u edgeclaw.service -o cat --no-pager | grep -E 'gpio-safe' | tail -n 5 || true"
-        ).strip()
-        result["gpioget"] = ssh.run(
-            f"command -v gpioget >/dev/null && gpioget --as-is -c gpiochip0 {RELAY_PIN} 2>&1 || echo no-gpiod"
         ).strip()
         result["watchdog"] = ssh.run(
             "ls -l /dev/watchdog* 2>&1; cat /sys/class/watchdog/watchdog0/identity 2>&1; "
