@@ -2,8 +2,11 @@
 
 Meant for systemd's `ExecStopPost=` so that a crash (or a kill -9) also leaves the board safe:
     ExecStopPost=/usr/bin/edgeclaw gpio-safe
-The daemon is gone by then, so the lines are free. The devices are deliberately not closed (gpiozero's
-close would turn an output back into a floating input); the kernel releases the lines at exit.
+The daemon is gone by then, so the lines are free. On a real board each line is requested through the
+kernel's GPIO character device at its safe level *with a pull towards that level* (safeline.py), so it
+stays there after this process exits whether the kernel keeps released outputs driven (Raspberry Pi
+kernels) or turns them back into inputs (mainline pinctrl-bcm2835, Debian's kernels). A simulated
+board goes through gpiozero's MockFactory as before.
 """
 
 from __future__ import annotations
@@ -66,13 +69,46 @@ def run_gpio_safe(args: argparse.Namespace) -> int:
 
 
 def _apply(plan: list[tuple[str, Any]], simulated: bool) -> tuple[list[dict[str, Any]], int]:
+    return _apply_simulated(plan) if simulated else _apply_kernel(plan)
+
+
+def _apply_kernel(plan: list[tuple[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Each line at its safe level with the matching pull, through /dev/gpiochipN (see safeline.py)."""
+    from edgeclaw.capabilities.gpio import safeline
+
+    results: list[dict[str, Any]] = []
+    failed = 0
+    try:
+        chip = safeline.find_header_chip()
+    except OSError as exc:
+        return [
+            {"name": n, "pin": p.pin, "value": p.safe_state, "ok": False, "error": str(exc)} for n, p in plan
+        ], len(plan)
+    for name, pin in plan:
+        row: dict[str, Any] = {"name": name, "pin": pin.pin, "value": pin.safe_state, "ok": True}
+        try:
+            level = safeline.physical_level(pin.safe_state, pin.active_high)
+            req = safeline.SafeRequest(safeline.bcm_offset(pin.pin), level)
+            safeline.hold(chip, req)  # the fd stays open until exit; the kernel releases the line then
+            row["level"] = level
+            row["pull"] = "up" if level else "down"
+            row["chip"] = str(chip)
+        except (OSError, ValueError) as exc:
+            row["ok"] = False
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            failed += 1
+        results.append(row)
+    return results, failed
+
+
+def _apply_simulated(plan: list[tuple[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     from edgeclaw.capabilities.gpio.backend import make_factory
     from edgeclaw.capabilities.gpio.config import gpiozero_pin
 
     results: list[dict[str, Any]] = []
     failed = 0
     try:
-        factory = make_factory(simulated)
+        factory = make_factory(True)
     except Exception as exc:
         return [
             {"name": n, "pin": p.pin, "value": p.safe_state, "ok": False, "error": str(exc)} for n, p in plan
