@@ -153,8 +153,8 @@ def test_v4l2_snap_re_encodes_when_scaling_or_a_lower_quality_is_needed() -> Non
     low_q = V4L2Backend().build_snap(dev, SnapRequest(max_width=1920, quality=0.3, delay_ms=0), fmts)
     assert "copy" not in low_q and opt(low_q, "-q:v") == "22" and "-ss" not in low_q
     odd = V4L2Backend().build_snap(dev, SnapRequest(max_width=1000, quality=0.9, delay_ms=0), fmts)
-    assert "copy" not in odd  # 800x600 would be smaller than the 1000 px asked for: scale 1920x1080 instead
-    assert opt(odd, "-video_size") == "1920x1080" and "min(iw,1000)" in opt(odd, "-vf")
+    assert "copy" not in odd  # 800x600 would be smaller than the 1000 px asked for: scale 1280x720 down
+    assert opt(odd, "-video_size") == "1280x720" and "min(iw,1000)" in opt(odd, "-vf")
     raw_only = V4L2Backend().build_snap(dev, SnapRequest(max_width=640), Formats(raw=((640, 480),)))
     assert "-input_format" not in raw_only and opt(raw_only, "-video_size") == "640x480"
     no_pass = V4L2Backend(passthrough=False).build_snap(dev, SnapRequest(max_width=1280), fmts)
@@ -165,7 +165,14 @@ def test_choose_snap_mode_directly() -> None:
     fmts = Formats(mjpeg=((640, 480), (1280, 720)))
     assert choose_snap_mode(fmts, 1600, 0.9, True) == ("copy", (1280, 720))
     assert choose_snap_mode(fmts, 640, 0.9, True) == ("copy", (640, 480))
-    assert choose_snap_mode(fmts, 320, 0.9, True) == ("encode", (1280, 720))
+    assert choose_snap_mode(fmts, 320, 0.9, True) == (
+        "encode",
+        (640, 480),
+    )  # the smallest that is wide enough
+    assert choose_snap_mode(fmts, 1600, 0.5, True) == ("encode", (1280, 720))  # none is: the widest
+    # a mode wider than asked for, at its tallest (4:3 is the whole sensor): 640x480 over 640x360
+    both = Formats(raw=((320, 180), (640, 360), (640, 480), (1280, 720), (3840, 2160)))
+    assert choose_snap_mode(both, 600, 0.9, True) == ("encode", (640, 480))
     assert choose_snap_mode(Formats(), 320, 0.9, True) == ("encode", None)
 
 

@@ -121,8 +121,21 @@ def choose_snap_mode(
         # only when the fitting MJPEG mode is as large as we would get anyway after scaling
         if fitting and (best_any is None or max(fitting)[0] >= min(max_width, best_any[0])):
             return "copy", max(fitting)
-    sizes = fmts.mjpeg or fmts.raw
-    return "encode", (max(sizes) if sizes else None)
+    return "encode", capture_size(fmts.mjpeg or fmts.raw, max_width)
+
+
+def capture_size(sizes: tuple[tuple[int, int], ...], max_width: int) -> tuple[int, int] | None:
+    """The mode to capture a picture that is scaled to `max_width`: the narrowest at least that wide
+    (the tallest of those: a webcam's 4:3 mode is its whole sensor), else the widest. Capturing the
+    largest mode and scaling it down costs the same picture many times the bus bandwidth and decoding
+    (vivid's 3840x2160 is 16 MB a frame)."""
+    if not sizes:
+        return None
+    wide_enough = [s for s in sizes if s[0] >= max_width]
+    if wide_enough:
+        narrowest = min(s[0] for s in wide_enough)
+        return max(s for s in wide_enough if s[0] == narrowest)
+    return max(sizes)
 
 
 class V4L2Backend(Backend):
