@@ -22,6 +22,7 @@ from edgeclaw.capabilities.camera.backends.v4l2 import (
     decode_querycap,
     parse_list_formats,
 )
+from edgeclaw.capabilities.camera.backends.v4l2_enum import decode_fmtdesc, decode_frmsize, enum_formats
 from edgeclaw.capabilities.camera.capability import build_backend
 from edgeclaw.capabilities.camera.params import ClipRequest, SnapRequest
 from edgeclaw.capabilities.camera.proc import Finished
@@ -264,3 +265,18 @@ def test_auto_on_hardware_tries_picamera2_then_rpicam_then_v4l2(tmp_path: Path) 
         simulated=False,
     )
     assert none == [] and "rpicam" in reason and "ffmpeg" in reason
+
+
+def test_v4l2_driver_answers_are_decoded() -> None:
+    """VIDIOC_ENUM_FMT / VIDIOC_ENUM_FRAMESIZES structs as a driver fills them (layouts of videodev2.h)."""
+    fmtdesc = struct.pack("<III32sII12x", 0, 1, 0x1, b"Motion-JPEG", int.from_bytes(b"MJPG", "little"), 0)
+    assert len(fmtdesc) == 64 and decode_fmtdesc(fmtdesc) == (0x1, "MJPG")
+    discrete = struct.pack("<IIIII16x8x", 2, int.from_bytes(b"YUYV", "little"), 1, 640, 480)
+    assert len(discrete) == 44 and decode_frmsize(discrete) == (640, 480)
+    stepwise = struct.pack("<IIIIIIIII8x", 0, 0, 3, 32, 2592, 2, 32, 1944, 2)
+    assert decode_frmsize(stepwise) is None
+
+
+def test_v4l2_enum_formats_says_none_for_a_node_that_is_not_a_camera(tmp_path: Path) -> None:
+    assert enum_formats("/dev/null") is None  # ENOTTY: the backend falls back to ffmpeg's listing
+    assert enum_formats(str(tmp_path / "video9")) is None  # gone
