@@ -2,11 +2,11 @@
 
 The shipped card has no ffmpeg (`EXTRA_PACKAGES=ffmpeg` adds it to the base, which is a 25-minute base
 build): the V4L2 camera backend needs it, so this installs Debian's own `ffmpeg` package the way a user
-would (`apt-get install --no-install-recommends ffmpeg` in the card's root, arm64 through qemu-user), on
-an overlay of the built root tree, and writes a fresh ext4 with the same label and UUID into the root
-partition of a copy of the card. The installed files (the overlay's upper directory) are cached by the
-base tarball's name, so only the first run downloads and unpacks (the .debs are shared with the base
-build's cache).
+would (`apt-get install --no-install-recommends ffmpeg`, arm64 through qemu-user) into the card's base
+root, lays the files it added over the built root tree, and writes a fresh ext4 with the same label and
+UUID into the root partition of a copy of the card (the partition table, hence PARTUUID, is the card's).
+The added files (an overlay's upper directory) are cached by the base tarball's name, so only the first
+run after a base change downloads and unpacks (the .debs go to the base build's .deb cache).
 """
 
 from __future__ import annotations
@@ -56,11 +56,16 @@ def layer_path(manifest: dict) -> Path:
     return CACHE / f"image-test-ffmpeg-{key}.tar.zst"
 
 
-def ffmpeg_layer(rootfs: Path, manifest: dict, work: Path) -> Path:
-    """The cached tarball of what installing ffmpeg adds to the card's root (built on first use)."""
+def ffmpeg_layer(manifest: dict, work: Path) -> Path:
+    """The cached tarball of what installing ffmpeg adds to the base root (built on first use, on the
+    base tarball itself: the layer depends on nothing EdgeClaw adds, so a new build reuses it)."""
     out = layer_path(manifest)
     if out.exists():
         return out
+    rootfs = work / "base-root"
+    rootfs.mkdir(parents=True, exist_ok=True)
+    run("tar", "-C", str(rootfs), "--zstd", "-xpf", str(CACHE / manifest["base"]), "--numeric-owner",
+        "--xattrs", "--xattrs-include=*", timeout=900)  # fmt: skip
     upper, ovl, merged = work / "layer-upper", work / "layer-work", work / "layer-merged"
     for d in (upper, ovl, merged):
         d.mkdir(parents=True, exist_ok=True)
@@ -74,8 +79,8 @@ def ffmpeg_layer(rootfs: Path, manifest: dict, work: Path) -> Path:
     tmp = out.with_name(out.name + f".tmp.{os.getpid()}")
     run("tar", "-C", str(upper), "--zstd", "--xattrs", "--xattrs-include=*", "-cpf", str(tmp), ".")
     tmp.rename(out)
-    shutil.rmtree(work / "layer-upper", ignore_errors=True)
-    shutil.rmtree(work / "layer-work", ignore_errors=True)
+    for d in (upper, ovl, rootfs):
+        shutil.rmtree(d, ignore_errors=True)
     return out
 
 
@@ -88,7 +93,7 @@ def ext4_uuid(disk: Path, offset: int) -> str:
 def camera_card(image: Path, rootfs: Path, manifest: dict, work: Path) -> Path:
     """A copy of the card whose root is the built root plus Debian's ffmpeg (same label, same UUID)."""
     work.mkdir(parents=True, exist_ok=True)
-    layer = ffmpeg_layer(rootfs, manifest, work)
+    layer = ffmpeg_layer(manifest, work)
     disk = work / "camera-card.img"
     run("cp", "--sparse=always", str(image), str(disk))
     parts = json.loads(run("sfdisk", "--json", str(disk)))["partitiontable"]["partitions"]
