@@ -43,7 +43,7 @@ def vivid_run(built: Built, tmp_path_factory: pytest.TempPathFactory) -> tuple[d
     proc = subprocess.run(
         ["unshare", "--net", "--mount", "--propagation", "private",
          sys.executable, "-m", "tests.image.vivid_boot", "camera", str(disk), str(work)],
-        capture_output=True, text=True, timeout=900, env=env, cwd=REPO, check=False,
+        capture_output=True, text=True, timeout=1200, env=env, cwd=REPO, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

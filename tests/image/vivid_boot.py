@@ -153,7 +153,7 @@ def connected_node(
                     return str(node.get("nodeId"))
             return None
 
-        node_id = wait_for(paired, 420, interval=3, what="the card's node connected to the gateway")
+        node_id = wait_for(paired, 600, interval=3, what="the card's node connected to the gateway")
         result["boot_to_connected_s"] = round(time.monotonic() - t0, 1)
         say(f"node {node_id} connected after {result['boot_to_connected_s']} s")
         yield gw, node_id, guest
