@@ -22,6 +22,7 @@ from edgeclaw.capabilities.camera.backends.v4l2 import (
     decode_querycap,
     parse_list_formats,
 )
+from edgeclaw.capabilities.camera.backends.v4l2_enum import decode_fmtdesc, decode_frmsize, enum_formats
 from edgeclaw.capabilities.camera.capability import build_backend
 from edgeclaw.capabilities.camera.params import ClipRequest, SnapRequest
 from edgeclaw.capabilities.camera.proc import Finished
@@ -153,8 +154,8 @@ def test_v4l2_snap_re_encodes_when_scaling_or_a_lower_quality_is_needed() -> Non
     low_q = V4L2Backend().build_snap(dev, SnapRequest(max_width=1920, quality=0.3, delay_ms=0), fmts)
     assert "copy" not in low_q and opt(low_q, "-q:v") == "22" and "-ss" not in low_q
     odd = V4L2Backend().build_snap(dev, SnapRequest(max_width=1000, quality=0.9, delay_ms=0), fmts)
-    assert "copy" not in odd  # 800x600 would be smaller than the 1000 px asked for: scale 1920x1080 instead
-    assert opt(odd, "-video_size") == "1920x1080" and "min(iw,1000)" in opt(odd, "-vf")
+    assert "copy" not in odd  # 800x600 would be smaller than the 1000 px asked for: scale 1280x720 down
+    assert opt(odd, "-video_size") == "1280x720" and "min(iw,1000)" in opt(odd, "-vf")
     raw_only = V4L2Backend().build_snap(dev, SnapRequest(max_width=640), Formats(raw=((640, 480),)))
     assert "-input_format" not in raw_only and opt(raw_only, "-video_size") == "640x480"
     no_pass = V4L2Backend(passthrough=False).build_snap(dev, SnapRequest(max_width=1280), fmts)
@@ -165,7 +166,14 @@ def test_choose_snap_mode_directly() -> None:
     fmts = Formats(mjpeg=((640, 480), (1280, 720)))
     assert choose_snap_mode(fmts, 1600, 0.9, True) == ("copy", (1280, 720))
     assert choose_snap_mode(fmts, 640, 0.9, True) == ("copy", (640, 480))
-    assert choose_snap_mode(fmts, 320, 0.9, True) == ("encode", (1280, 720))
+    assert choose_snap_mode(fmts, 320, 0.9, True) == (
+        "encode",
+        (640, 480),
+    )  # the smallest that is wide enough
+    assert choose_snap_mode(fmts, 1600, 0.5, True) == ("encode", (1280, 720))  # none is: the widest
+    # a mode wider than asked for, at its tallest (4:3 is the whole sensor): 640x480 over 640x360
+    both = Formats(raw=((320, 180), (640, 360), (640, 480), (1280, 720), (3840, 2160)))
+    assert choose_snap_mode(both, 600, 0.9, True) == ("encode", (640, 480))
     assert choose_snap_mode(Formats(), 320, 0.9, True) == ("encode", None)
 
 
@@ -257,3 +265,18 @@ def test_auto_on_hardware_tries_picamera2_then_rpicam_then_v4l2(tmp_path: Path) 
         simulated=False,
     )
     assert none == [] and "rpicam" in reason and "ffmpeg" in reason
+
+
+def test_v4l2_driver_answers_are_decoded() -> None:
+    """VIDIOC_ENUM_FMT / VIDIOC_ENUM_FRAMESIZES structs as a driver fills them (layouts of videodev2.h)."""
+    fmtdesc = struct.pack("<III32sII12x", 0, 1, 0x1, b"Motion-JPEG", int.from_bytes(b"MJPG", "little"), 0)
+    assert len(fmtdesc) == 64 and decode_fmtdesc(fmtdesc) == (0x1, "MJPG")
+    discrete = struct.pack("<IIIII16x8x", 2, int.from_bytes(b"YUYV", "little"), 1, 640, 480)
+    assert len(discrete) == 44 and decode_frmsize(discrete) == (640, 480)
+    stepwise = struct.pack("<IIIIIIIII8x", 0, 0, 3, 32, 2592, 2, 32, 1944, 2)
+    assert decode_frmsize(stepwise) is None
+
+
+def test_v4l2_enum_formats_says_none_for_a_node_that_is_not_a_camera(tmp_path: Path) -> None:
+    assert enum_formats("/dev/null") is None  # ENOTTY: the backend falls back to ffmpeg's listing
+    assert enum_formats(str(tmp_path / "video9")) is None  # gone

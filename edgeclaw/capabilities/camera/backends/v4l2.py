@@ -2,7 +2,8 @@
 
 Devices are found in /sys/class/video4linux and kept only when VIDIOC_QUERYCAP says they capture video
 (a UVC camera also exposes a metadata node; a Pi exposes codec/ISP mem2mem nodes and the CSI receiver,
-which only libcamera can drive). When the camera offers MJPEG at a size that fits `maxWidth`, a snap
+which only libcamera can drive). Its formats and sizes come from the driver (v4l2_enum.py), ffmpeg's
+own listing only when the driver will not say. When the camera offers MJPEG at a size that fits `maxWidth`, a snap
 hands out the camera's own JPEG without re-encoding it.
 """
 
@@ -33,6 +34,7 @@ from edgeclaw.capabilities.camera.backends.ffmpeg_common import (
     h264_output,
     jpeg_output,
 )
+from edgeclaw.capabilities.camera.backends.v4l2_enum import enum_formats
 from edgeclaw.capabilities.camera.params import ClipRequest, SnapRequest, jpeg_qscale
 
 log = logging.getLogger("edgeclaw.camera")
@@ -45,6 +47,7 @@ CAP_VIDEO_M2M_MPLANE = 0x00004000
 CAP_DEVICE_CAPS = 0x80000000
 # CSI receivers and Pi ISP/codec blocks: V4L2 nodes that only libcamera can drive
 LIBCAMERA_ONLY_DRIVERS = {"unicam", "rp1-cfe", "bcm2835-isp", "bcm2835-codec", "pispbe", "rpivid"}
+LIST_FORMATS_TIMEOUT_S = 20.0  # ffmpeg took over 5 s just to start on an emulated arm64 board
 PASSTHROUGH_MIN_QUALITY = 0.8  # below this the caller wants a smaller file than the camera's own JPEG
 
 
@@ -121,8 +124,21 @@ def choose_snap_mode(
         # only when the fitting MJPEG mode is as large as we would get anyway after scaling
         if fitting and (best_any is None or max(fitting)[0] >= min(max_width, best_any[0])):
             return "copy", max(fitting)
-    sizes = fmts.mjpeg or fmts.raw
-    return "encode", (max(sizes) if sizes else None)
+    return "encode", capture_size(fmts.mjpeg or fmts.raw, max_width)
+
+
+def capture_size(sizes: tuple[tuple[int, int], ...], max_width: int) -> tuple[int, int] | None:
+    """The mode to capture a picture that is scaled to `max_width`: the narrowest at least that wide
+    (the tallest of those: a webcam's 4:3 mode is its whole sensor), else the widest. Capturing the
+    largest mode and scaling it down costs the same picture many times the bus bandwidth and decoding
+    (vivid's 3840x2160 is 16 MB a frame)."""
+    if not sizes:
+        return None
+    wide_enough = [s for s in sizes if s[0] >= max_width]
+    if wide_enough:
+        narrowest = min(s[0] for s in wide_enough)
+        return max(s for s in wide_enough if s[0] == narrowest)
+    return max(sizes)
 
 
 class V4L2Backend(Backend):
@@ -172,6 +188,11 @@ class V4L2Backend(Backend):
         except OSError:
             return Formats()
         if key not in self._formats:
+            found = enum_formats(device.id)
+            if found is not None:
+                self._formats[key] = Formats(*found)
+                return self._formats[key]
+        if key not in self._formats:  # the driver would not say: ask ffmpeg (slow to start on a small board)
             argv = [
                 self.ffmpeg,
                 "-hide_banner",
@@ -184,7 +205,7 @@ class V4L2Backend(Backend):
                 device.id,
             ]
             with contextlib.suppress(proc.CaptureTimeout):
-                done = await proc.run(argv, timeout=5.0)
+                done = await proc.run(argv, timeout=LIST_FORMATS_TIMEOUT_S)
                 self._formats[key] = parse_list_formats(done.stderr if done.stderr else "")
         return self._formats.get(key, Formats())
 
