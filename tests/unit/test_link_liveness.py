@@ -46,7 +46,8 @@ async def test_frozen_gateway_is_seen_by_the_ping_probe_long_before_two_ticks(
         gw.freeze()
         await gw.wait_hello(2, timeout=10)
         detected = loop.time() - frozen_at
-        assert detected <= 1 + 1 + 1.0, f"frozen gateway seen after {detected:.1f} s"
+        # ping interval + pong timeout, plus slack for a loaded CI machine; two ticks would be 60 s
+        assert detected <= 1 + 1 + 3.0, f"frozen gateway seen after {detected:.1f} s"
         assert "disconnected: PING_TIMEOUT: no pong from the gateway within 1 s" in caplog.text
         await _which_works(gw)
 
