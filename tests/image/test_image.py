@@ -8,8 +8,10 @@
    edgeclaw.service reaches READY and its STATUS= says it is trying to reach the configured gateway.
    Then the read-only root (`systemd.volatile=overlay`), twice: first boot under the overlay, a
    reboot, and only the node's state (and first boot's system files) is still there.
-4. systemd-nspawn boots the same root (arm64 through qemu-user) beside a real gateway on loopback,
-   in a network namespace of its own: first boot + setup code -> paired -> answers an invoke.
+4. (The card's node meets the real gateway in test_raspi.py and test_vivid.py, booted by QEMU as a
+   whole machine. The former nspawn boot of this root through qemu-user cannot run trixie: systemd 257
+   fails to spawn its executor under Debian 12's qemu-user 7.2, "Failed to spawn executor: Invalid
+   argument", for every unit.)
 """
 
 from __future__ import annotations
@@ -481,32 +483,3 @@ def test_qemu_read_only_root_keeps_node_state_and_grows_root(
     extra = debugfs(disk, "cat /etc/default/raspi-extra-cmdline").strip()
     assert extra == "systemd.volatile=overlay", extra
     report(request, f"QEMU read-only root: boot 1 (first boot + growroot) {t1:.0f} s, boot 2 {t2:.0f} s")
-
-
-# systemd-nspawn + real gateway ------------------------------------------------------------------------
-@pytest.mark.timeout(1800)
-def test_nspawn_root_pairs_with_real_gateway_and_answers_invoke(
-    built: Built, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        ["unshare", "--net", "--mount", "--propagation", "private",
-         sys.executable, "-m", "tests.image.nspawn_pair", str(built.rootfs), str(tmp_path)],
-        capture_output=True, text=True, timeout=900, env=env, cwd=REPO, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    diag = json.dumps({k: v for k, v in result.items() if k != "device_info"}, indent=1)[-9000:]
-    assert "error" not in result, diag
-    report(
-        request,
-        f"nspawn: gateway start {result['gateway_start_s']} s, boot to paired+connected "
-        f"{result['boot_to_connected_s']} s, invoke {result['invoke_s']} s, total {result['total_s']} s",
-    )
-    info = result["device_info"]
-    assert info["architecture"] == "aarch64", info  # the arm64 root answered, through qemu-user
-    assert "edgeclaw.yaml" not in result["fat_files"] and not result["setup_code_in_fat"], diag
-    assert "Applied" in (result["firstboot_report"] or ""), diag
-    assert result["state_dir_mode"] == "0o700"
-    assert not result["setup_code_left"], "the single-use setup code was not removed after pairing"
-    assert result["hostname"] == "image-nspawn"
