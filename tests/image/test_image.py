@@ -17,13 +17,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
