@@ -26,26 +26,15 @@ from typing import Any
 
 import yaml
 
+from tests.image.raspi_qemu import fat, sh
 from tests.support.gateway import Gateway, Operator, install_gateway, invoke_payload, only_loopback, wait_for
 
-MiB = 1024 * 1024
 GUEST_GATEWAY = "10.0.2.100"  # the guestfwd address: the guest's only reachable peer
 KERNEL_EXTRA = "modules-load=vivid systemd.journald.forward_to_console=1"
 
 
 def say(msg: str) -> None:
     print(f"[vivid {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sh(*cmd: str, timeout: float = 120) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd}: {proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def fat(disk: Path) -> str:
-    return f"{disk}@@{4 * MiB}"
 
 
 def card_root_spec(disk: Path) -> str:
@@ -81,7 +70,7 @@ class Guest:
 
     def start(self, smp: int = 2, memory_mb: int = 1024) -> None:
         kernel, initrd = boot_files(self.disk, self.work)
-        relay = f"{sys.executable} {Path(__file__).with_name('tcp_relay.py')} 127.0.0.1 {self.gateway_port}"
+        relay = f"{sys.executable} {Path(__file__).with_name('guestfwd_relay.py')} {self.gateway_port}"
         netdev = f"user,id=n0,restrict=on,guestfwd=tcp:{GUEST_GATEWAY}:{self.gateway_port}-cmd:{relay}"
         if self.ssh_port is not None:
             netdev += f",hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"
